@@ -1,0 +1,1 @@
+"""stackseed: turn one topology file into a self-assembling OpenStack lab."""

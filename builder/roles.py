@@ -1,0 +1,32 @@
+"""Role definitions, read from data/roles.yaml (roles are data, not code)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import yaml
+
+from builder.paths import DATA
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    element: str
+    template: str
+    networks: tuple[str, ...]
+    memory: str
+    vcpus: int
+    needs_disk: str | None
+    unique: bool
+
+
+def _load() -> dict[str, Role]:
+    raw = yaml.safe_load((DATA / "roles.yaml").read_text())
+    return {
+        name: Role(name=name, **{**spec, "networks": tuple(spec["networks"])})
+        for name, spec in raw.items()
+    }
+
+
+ROLES: dict[str, Role] = _load()

@@ -1,0 +1,310 @@
+"""The topology model: one validated description of the lab, its networks and nodes.
+
+Everything after `load()` trusts what it gets; every check that can fail on user input is here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from functools import cached_property
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
+
+from builder.roles import ROLES
+from builder.sizes import format_size, parse_size
+
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+_SERIAL = re.compile(r"^[A-Za-z0-9_-]{1,20}$")
+
+Size = Annotated[int, BeforeValidator(parse_size), PlainSerializer(format_size)]
+
+
+def _dns_label(value: str) -> str:
+    if not _LABEL.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid DNS label: use 1-63 lowercase letters, digits "
+            "and '-', not starting or ending with '-'"
+        )
+    return value
+
+
+Label = Annotated[str, BeforeValidator(lambda v: _dns_label(v) if isinstance(v, str) else v)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Lab(_Strict):
+    name: Label = "stackseed"
+    release: Literal["trixie", "bookworm"] = "trixie"
+    region: str = Field("RegionOne", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    neutron_backend: Literal["openvswitch", "linuxbridge"] = "openvswitch"
+    domain: str = "lab.test"
+    tunnel_network: str | None = None
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        for part in value.split("."):
+            _dns_label(part)
+        return value
+
+
+class Network(_Strict):
+    name: Label
+    purpose: Literal["management", "provider"]
+    cidr: ipaddress.IPv4Network
+    gateway: ipaddress.IPv4Address | None = None
+    pool: tuple[ipaddress.IPv4Address, ipaddress.IPv4Address] | None = None
+
+    @model_validator(mode="after")
+    def _inside(self) -> Network:
+        if self.cidr.prefixlen > 29:
+            raise ValueError(f"cidr {self.cidr} is too small for a lab; use /29 or larger")
+        usable = set(self.cidr.hosts())
+        if self.gateway is not None and self.gateway not in usable:
+            raise ValueError(f"gateway {self.gateway} is outside {self.cidr}")
+        if self.pool is not None:
+            start, end = self.pool
+            for address in self.pool:
+                if address not in usable:
+                    raise ValueError(f"pool address {address} is outside {self.cidr}")
+            if start > end:
+                raise ValueError(f"pool starts at {start}, after its end {end}")
+            if self.gateway is not None and start <= self.gateway <= end:
+                raise ValueError(f"gateway {self.gateway} is inside the pool {start}-{end}")
+        return self
+
+    @property
+    def host_address(self) -> ipaddress.IPv4Address:
+        """The host's own address on the lab bridge: the gateway, or the first host address."""
+        return self.gateway or next(self.cidr.hosts())
+
+
+class Nic(_Strict):
+    network: str
+    mac: str | None = None
+
+    @field_validator("mac", mode="before")
+    @classmethod
+    def _mac(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.lower()
+            if not _MAC.match(value):
+                raise ValueError(f"{value!r} is not a MAC address like 52:54:00:12:34:56")
+            if int(value[:2], 16) & 1:
+                raise ValueError(f"{value} is a multicast MAC; the first octet must be even")
+        return value
+
+
+class Disk(_Strict):
+    size: Size
+    purpose: str = Field(pattern=r"^[a-z0-9-]{1,32}$")
+    serial: str
+
+    @field_validator("serial")
+    @classmethod
+    def _serial(cls, value: str) -> str:
+        if not _SERIAL.match(value):
+            raise ValueError(
+                f"serial {value!r} must be 1-20 characters of letters, digits, '-' or '_' "
+                "(virtio's limit)"
+            )
+        return value
+
+
+class Node(_Strict):
+    name: Label
+    role: str
+    ip: ipaddress.IPv4Address
+    nics: tuple[Nic, ...] | None = None
+    memory: Size | None = None
+    vcpus: int | None = Field(None, ge=1, le=64)
+    disks: tuple[Disk, ...] = ()
+
+    @field_validator("role")
+    @classmethod
+    def _role(cls, value: str) -> str:
+        if value not in ROLES:
+            raise ValueError(f"unknown role {value!r}; known roles: {', '.join(ROLES)}")
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: int | None) -> int | None:
+        if value is not None and value < 512 << 20:
+            raise ValueError("memory below 512MiB cannot boot a node")
+        return value
+
+    @property
+    def ram(self) -> int:
+        return self.memory or parse_size(ROLES[self.role].memory)
+
+    @property
+    def cpus(self) -> int:
+        return self.vcpus or ROLES[self.role].vcpus
+
+
+class Topology(_Strict):
+    lab: Lab = Lab()
+    networks: tuple[Network, ...]
+    nodes: tuple[Node, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Topology:
+        _unique("networks", "name", [n.name for n in self.networks], "networks")
+        _unique("nodes", "name", [n.name for n in self.nodes], "nodes")
+        _unique("nodes", "ip", [str(n.ip) for n in self.nodes], "nodes")
+        purposes = [n.purpose for n in self.networks]
+        if purposes.count("management") != 1:
+            raise At(
+                f"networks: exactly one network needs purpose 'management', found "
+                f"{purposes.count('management')}",
+                "networks",
+            )
+        if purposes.count("provider") > 1:
+            raise At("networks: at most one network may have purpose 'provider'", "networks")
+        for i, a in enumerate(self.networks):
+            for b in self.networks[i + 1 :]:
+                if a.cidr.overlaps(b.cidr):
+                    raise At(
+                        f"networks: {a.name} ({a.cidr}) overlaps {b.name} ({b.cidr})",
+                        "networks",
+                        self.networks.index(b),
+                        "cidr",
+                    )
+        names = {n.name for n in self.networks}
+        if self.lab.tunnel_network is not None and self.lab.tunnel_network not in names:
+            raise At(
+                f"lab.tunnel_network: no network named {self.lab.tunnel_network!r}; "
+                f"networks are {', '.join(sorted(names))}",
+                "lab",
+                "tunnel_network",
+            )
+        tunnel = self.lab.tunnel_network
+        if tunnel is not None and tunnel in names and self.network(tunnel).purpose != "management":
+            raise At(
+                f"lab.tunnel_network: {tunnel} is not the management network; nodes only have "
+                "addresses there, so VXLAN can only ride on it",
+                "lab",
+                "tunnel_network",
+            )
+        controllers = [n.name for n in self.nodes if n.role == "controller"]
+        if len(controllers) != 1:
+            raise At(
+                f"nodes: exactly one node needs role 'controller', found {len(controllers)}"
+                + (f" ({', '.join(controllers)})" if controllers else ""),
+                "nodes",
+            )
+        seen_macs: dict[str, str] = {}
+        mgmt = self.management
+        for index, node in enumerate(self.nodes):
+            self._check_node(index, node, names, mgmt)
+            for nic_index, nic in enumerate(node.nics or ()):
+                if nic.mac in seen_macs:
+                    raise At(
+                        f"nodes: {node.name}: mac {nic.mac} is already used by "
+                        f"{seen_macs[nic.mac]}",
+                        "nodes",
+                        index,
+                        "nics",
+                        nic_index,
+                        "mac",
+                    )
+                if nic.mac:
+                    seen_macs[nic.mac] = node.name
+        return self
+
+    def _check_node(self, index: int, node: Node, names: set[str], mgmt: Network) -> None:
+        where = f"nodes: {node.name}"
+        at = ("nodes", index)
+        if node.ip not in set(mgmt.cidr.hosts()):
+            raise At(
+                f"{where}: ip {node.ip} is outside the management network {mgmt.cidr}", *at, "ip"
+            )
+        if node.ip == mgmt.host_address:
+            raise At(f"{where}: ip {node.ip} is the host's address on {mgmt.name}", *at, "ip")
+        for nic_index, nic in enumerate(node.nics or ()):
+            if nic.network not in names:
+                raise At(
+                    f"{where}: nic on unknown network {nic.network!r}; "
+                    f"networks are {', '.join(sorted(names))}",
+                    *at,
+                    "nics",
+                    nic_index,
+                    "network",
+                )
+        if node.nics is not None:
+            nets = [nic.network for nic in node.nics]
+            if mgmt.name not in nets:
+                raise At(f"{where}: needs a nic on the management network {mgmt.name}", *at, "nics")
+            _unique(where, "nic network", nets, *at, "nics")
+        _unique(where, "disk serial", [d.serial for d in node.disks], *at, "disks")
+        needed = ROLES[node.role].needs_disk
+        if needed and not any(d.purpose == needed for d in node.disks):
+            raise At(
+                f"{where}: role {node.role} needs a disk with purpose {needed!r}, e.g. "
+                f"disks: [{{size: 20GiB, purpose: {needed}, serial: {needed}0}}]",
+                *at,
+            )
+
+    @cached_property
+    def management(self) -> Network:
+        return next(n for n in self.networks if n.purpose == "management")
+
+    @cached_property
+    def provider(self) -> Network | None:
+        return next((n for n in self.networks if n.purpose == "provider"), None)
+
+    @cached_property
+    def controller(self) -> Node:
+        return next(n for n in self.nodes if n.role == "controller")
+
+    @property
+    def tunnel(self) -> Network:
+        name = self.lab.tunnel_network
+        return next((n for n in self.networks if n.name == name), self.management)
+
+    def network(self, name: str) -> Network:
+        return next(n for n in self.networks if n.name == name)
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    def nics_of(self, node: Node) -> tuple[Nic, ...]:
+        """The node's NICs in order; by the role's defaults when the topology lists none."""
+        if node.nics is not None:
+            return node.nics
+        wanted = ROLES[node.role].networks
+        return tuple(Nic(network=n.name) for p in wanted for n in self.networks if n.purpose == p)
+
+
+class At(ValueError):
+    """A model-level problem that knows which key of the file it is about (for the line)."""
+
+    def __init__(self, message: str, *loc: str | int) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+def _unique(where: str, key: str, values: list[str], *loc: str | int) -> None:
+    seen: set[str] = set()
+    for index, value in enumerate(values):
+        if value in seen:
+            raise At(f"{where}: duplicate {key} {value}", *loc, index)
+        seen.add(value)
