@@ -7,8 +7,20 @@ import tempfile
 from pathlib import Path
 
 
+def private_dir(path: Path) -> Path:
+    """Create `path` and each missing parent 0700 (mkdir's parents= would use the umask)."""
+    missing = []
+    for parent in (path, *path.parents):
+        if parent.exists():
+            break
+        missing.append(parent)
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
 def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, mode)
@@ -20,3 +32,12 @@ def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def copy_private(source: Path, target: Path) -> bool:
+    """Copy `source` to `target` (0600, atomic); False when `target` already has those bytes."""
+    data = source.read_bytes()
+    if target.exists() and target.read_bytes() == data:
+        return False
+    write_private(target, data)
+    return True

@@ -1,0 +1,39 @@
+#!/bin/bash
+set -eu -o pipefail
+# shellcheck source-path=SCRIPTDIR/.. source=lib.sh
+. "${STACKSEED_LIB:-/usr/local/lib/stackseed/lib.sh}"
+
+# cinder-volume with the LVM driver, exporting volumes over iSCSI with tgt.
+need_secrets db_cinder rabbit_password svc_cinder
+ctl=$(fact controller.ip)
+conf=/etc/cinder/cinder.conf
+
+ini_merge "$conf" <<INI
+[DEFAULT]
+host = $(fact node.name)
+my_ip = $(fact node.ip)
+transport_url = $(transport_url)
+auth_strategy = keystone
+enabled_backends = lvm
+glance_api_servers = http://$ctl:9292
+[database]
+connection = $(db_url cinder db_cinder cinder)
+[lvm]
+volume_driver = cinder.volume.drivers.lvm.LVMVolumeDriver
+volume_group = cinder-volumes
+target_protocol = iscsi
+target_helper = tgtadm
+volume_backend_name = lvm
+[oslo_concurrency]
+lock_path = /var/lib/cinder/tmp
+INI
+# Debian's template spells the target options with their old names; drop them.
+ini_del "$conf" lvm iscsi_protocol || true
+ini_del "$conf" lvm iscsi_helper || true
+keystone_authtoken "$conf" cinder svc_cinder
+conf_private cinder "$conf"
+install -d -o cinder -g cinder -m 0750 /var/lib/cinder/tmp
+grep -rqs 'include /var/lib/cinder/volumes' /etc/tgt/ ||
+    echo 'include /var/lib/cinder/volumes/*' >/etc/tgt/conf.d/cinder.conf
+
+svc_start tgt cinder-volume

@@ -1,0 +1,34 @@
+#!/bin/bash
+set -eu -o pipefail
+# shellcheck source-path=SCRIPTDIR/.. source=lib.sh
+. "${STACKSEED_LIB:-/usr/local/lib/stackseed/lib.sh}"
+
+# Keystone: database, Fernet and credential keys, bootstrap (admin, RegionOne, identity
+# endpoints). Debian 13 serves keystone with uwsgi (keystone.service, port 5000), not Apache.
+need_secrets db_keystone admin_password
+ctl=$(fact node.ip)
+
+ini_merge /etc/keystone/keystone.conf <<INI
+[database]
+connection = $(db_url keystone db_keystone keystone)
+[token]
+provider = fernet
+INI
+conf_private keystone /etc/keystone/keystone.conf
+uwsgi_processes 2 /etc/keystone/keystone-uwsgi.ini
+
+as_user keystone keystone-manage db_sync
+# Both setups keep existing keys: re-running them is safe.
+keystone-manage fernet_setup --keystone-user keystone --keystone-group keystone
+keystone-manage credential_setup --keystone-user keystone --keystone-group keystone
+
+# The password reaches keystone-manage through its environment, not its command line.
+OS_BOOTSTRAP_PASSWORD=$(secret admin_password) keystone-manage bootstrap \
+    --bootstrap-admin-url "http://$ctl:5000/v3/" \
+    --bootstrap-internal-url "http://$ctl:5000/v3/" \
+    --bootstrap-public-url "http://$ctl:5000/v3/" \
+    --bootstrap-region-id "$(fact region)"
+
+svc_start keystone
+wait_for "keystone /v3 on $ctl:5000" 300 probe_http "http://$ctl:5000/v3" 200
+wait_for "an admin token from keystone" 300 probe_admin_token

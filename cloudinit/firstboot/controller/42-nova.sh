@@ -1,0 +1,64 @@
+#!/bin/bash
+set -eu -o pipefail
+# shellcheck source-path=SCRIPTDIR/.. source=lib.sh
+. "${STACKSEED_LIB:-/usr/local/lib/stackseed/lib.sh}"
+
+# Nova on the controller: API (and metadata API), conductor, scheduler, noVNC proxy; cell0 and
+# cell1; the scheduler discovers new computes by itself, so nobody runs discover_hosts.
+need_secrets db_nova rabbit_password svc_nova svc_placement svc_neutron metadata_secret
+ctl=$(fact node.ip)
+conf=/etc/nova/nova.conf
+
+ini_merge "$conf" <<INI
+[DEFAULT]
+my_ip = $ctl
+transport_url = $(transport_url)
+[api]
+auth_strategy = keystone
+[api_database]
+connection = $(db_url nova db_nova nova_api)
+[database]
+connection = $(db_url nova db_nova nova)
+[vnc]
+enabled = true
+server_listen = \$my_ip
+server_proxyclient_address = \$my_ip
+[spice]
+enabled = false
+[glance]
+api_servers = http://$ctl:9292
+[oslo_concurrency]
+lock_path = /var/lib/nova/tmp
+[scheduler]
+discover_hosts_in_cells_interval = 30
+workers = 1
+[conductor]
+workers = 1
+[cinder]
+os_region_name = $(fact region)
+[neutron]
+service_metadata_proxy = true
+metadata_proxy_shared_secret = $(secret metadata_secret)
+default_floating_pool = provider
+INI
+keystone_authtoken "$conf" nova svc_nova
+service_user_block "$conf" service_user nova svc_nova
+ini_set "$conf" service_user send_service_user_token true
+service_user_block "$conf" placement placement svc_placement
+service_user_block "$conf" neutron neutron svc_neutron
+conf_private nova "$conf"
+uwsgi_processes 2 /etc/nova/nova-api-uwsgi.ini /etc/nova/nova-api-metadata-uwsgi.ini
+# Debian starts the SPICE proxy unless told otherwise; the guide's console is noVNC.
+sed -i -E 's/^#?NOVA_CONSOLE_PROXY_TYPE=.*/NOVA_CONSOLE_PROXY_TYPE=novnc/' /etc/default/nova-consoleproxy
+install -d -o nova -g nova -m 0750 /var/lib/nova/tmp
+
+as_user nova nova-manage api_db sync
+as_user nova nova-manage cell_v2 map_cell0
+if ! as_user nova nova-manage cell_v2 list_cells | grep -qw cell1; then
+    as_user nova nova-manage cell_v2 create_cell --name=cell1
+fi
+as_user nova nova-manage db sync
+as_user nova nova-manage cell_v2 list_cells
+
+svc_start nova-api nova-api-metadata nova-scheduler nova-conductor nova-novncproxy
+wait_for "nova-api on $ctl:8774" 300 probe_http "http://$ctl:8774/" 200

@@ -1,0 +1,38 @@
+#!/bin/bash
+set -eu -o pipefail
+# shellcheck source-path=SCRIPTDIR/.. source=lib.sh
+. "${STACKSEED_LIB:-/usr/local/lib/stackseed/lib.sh}"
+
+# Horizon on Apache (Debian's openstack-dashboard-apache serves it at /horizon), with sessions
+# in memcached. Settings go to a local_settings.d drop-in, read after Debian's own.
+need_secrets horizon_secret_key
+ctl=$(fact node.ip)
+dropin=/etc/openstack-dashboard/local_settings.d/_90_stackseed.py
+
+write_private "$dropin" root:www-data 0640 <<PY
+# Written by stackseed first boot (install guide: horizon install, 2025.1).
+ALLOWED_HOSTS = ["*"]
+SECRET_KEY = "$(secret horizon_secret_key)"
+OPENSTACK_HOST = "$ctl"
+OPENSTACK_KEYSTONE_URL = "http://$ctl:5000/v3"
+SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+        "LOCATION": "$ctl:11211",
+    }
+}
+OPENSTACK_KEYSTONE_MULTIDOMAIN_SUPPORT = True
+OPENSTACK_API_VERSIONS = {"identity": 3, "image": 2, "volume": 3}
+OPENSTACK_KEYSTONE_DEFAULT_DOMAIN = "Default"
+OPENSTACK_KEYSTONE_DEFAULT_ROLE = "member"
+TIME_ZONE = "UTC"
+PY
+
+# Debian enables the /horizon alias at install; make sure it and mod_wsgi are on.
+a2enmod -q wsgi >/dev/null 2>&1 || true
+[ -e /etc/apache2/sites-enabled/openstack-dashboard-alias-only.conf ] ||
+    a2ensite -q openstack-dashboard-alias-only >/dev/null
+svc_start apache2
+wait_for "horizon login page at http://$ctl/horizon/auth/login/" 300 \
+    probe_http "http://$ctl/horizon/auth/login/" 200

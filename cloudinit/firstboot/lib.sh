@@ -1,0 +1,480 @@
+# shellcheck shell=bash
+# stackseed first-boot library: sourced by every phase script (never run on its own).
+#
+# Rules every phase follows, because its output ends up in a log and, on failure, on the console:
+#   - never echo a secret, never `set -x`;
+#   - never put a secret on a command line (other users can read /proc/*/cmdline): secrets travel
+#     through stdin (ini_merge, mysql_root, rabbitmqctl), a file, or a child's environment;
+#   - every step is idempotent: a re-run finds what exists and leaves it alone.
+# Paths hang off STACKSEED_ROOT so the library can be exercised in a scratch root by the tests.
+
+set -eu -o pipefail
+
+STACKSEED_ROOT=${STACKSEED_ROOT:-}
+STACKSEED_NODE_JSON=${STACKSEED_NODE_JSON:-$STACKSEED_ROOT/etc/stackseed/node.json}
+STACKSEED_SECRETS_JSON=${STACKSEED_SECRETS_JSON:-$STACKSEED_ROOT/etc/stackseed/secrets.json}
+STACKSEED_PHASE=${STACKSEED_PHASE:-manual}
+export STACKSEED_NODE_JSON STACKSEED_SECRETS_JSON
+
+log() {
+    printf '[%s] %s\n' "$STACKSEED_PHASE" "$*"
+}
+
+# Fails the phase with one line that says what went wrong; the runner shows it on the console.
+fail() {
+    printf '[%s] ERROR: %s\n' "$STACKSEED_PHASE" "$*" >&2
+    exit 1
+}
+
+# Reads JSON at a dotted path ("node.ip", "provider.pool.0") from a file; scalars print bare,
+# lists and objects as JSON. A missing key or a null fails (status 1) with nothing printed.
+_json_get() {
+    python3 - "$1" "$2" <<'PY'
+import json, sys
+data = json.load(open(sys.argv[1]))
+for part in sys.argv[2].split(".") if sys.argv[2] else []:
+    if isinstance(data, list) and part.isdigit() and int(part) < len(data):
+        data = data[int(part)]
+    elif isinstance(data, dict) and part in data:
+        data = data[part]
+    else:
+        sys.exit(1)
+if data is None:
+    sys.exit(1)
+if isinstance(data, bool):
+    print("true" if data else "false")
+elif isinstance(data, (dict, list)):
+    print(json.dumps(data))
+else:
+    print(data)
+PY
+}
+
+# fact <dotted path>: a value from /etc/stackseed/node.json (builder.plan.node_facts()).
+fact() {
+    _json_get "$STACKSEED_NODE_JSON" "$1" || fail "node.json has no value at '$1' ($STACKSEED_NODE_JSON)"
+}
+
+# fact_or <dotted path> <default>
+fact_or() {
+    _json_get "$STACKSEED_NODE_JSON" "$1" 2>/dev/null || printf '%s\n' "$2"
+}
+
+# secret <name>: only ever used inside $(...) feeding a heredoc or a child's environment.
+secret() {
+    local value
+    value=$(_json_get "$STACKSEED_SECRETS_JSON" "$1") ||
+        fail "secrets.json has no '$1' (the seed must carry it for role $(fact node.role))"
+    printf '%s' "$value"
+}
+
+# wait_for <what> <timeout seconds> <command...>
+# Runs the command until it succeeds, backing off 1, 2, 4 ... 15 s; on timeout fails naming <what>.
+wait_for() {
+    local what=$1 timeout=$2 delay=1 start now
+    shift 2
+    start=$(date +%s)
+    log "waiting for $what (up to ${timeout}s)"
+    while true; do
+        if "$@" >/dev/null 2>&1; then
+            log "$what is ready after $(($(date +%s) - start))s"
+            return 0
+        fi
+        now=$(date +%s)
+        if [ $((now - start)) -ge "$timeout" ]; then
+            fail "timed out after ${timeout}s waiting for $what"
+        fi
+        if [ $((now + delay - start)) -gt "$timeout" ]; then
+            delay=$((timeout - (now - start)))
+            [ "$delay" -ge 1 ] || delay=1
+        fi
+        sleep "$delay"
+        delay=$((delay * 2))
+        [ "$delay" -le 15 ] || delay=15
+    done
+}
+
+# --- readiness probes: each returns 0 when the dependency answers -------------------------
+
+probe_tcp() {
+    python3 - "$1" "$2" <<'PY'
+import socket, sys
+socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()
+PY
+}
+
+# probe_http <url> [status...]: the URL answers with one of the statuses (default any < 500).
+probe_http() {
+    python3 - "$@" <<'PY'
+import sys, urllib.error, urllib.request
+url, wanted = sys.argv[1], {int(s) for s in sys.argv[2:]}
+try:
+    status = urllib.request.urlopen(url, timeout=5).status
+except urllib.error.HTTPError as exc:
+    status = exc.code
+sys.exit(0 if (status in wanted if wanted else status < 500) else 1)
+PY
+}
+
+# probe_rabbit: the openstack user can log in to the controller's RabbitMQ (AMQP handshake).
+probe_rabbit() {
+    python3 - <<'PY'
+import json, os
+import kombu
+facts = json.load(open(os.environ["STACKSEED_NODE_JSON"]))
+password = json.load(open(os.environ["STACKSEED_SECRETS_JSON"]))["rabbit_password"]
+host = facts["controller"]["ip"]
+with kombu.Connection(f"amqp://openstack:{password}@{host}:5672//", connect_timeout=5) as conn:
+    conn.connect()
+PY
+}
+
+# probe_mysql <user> <secret name> <database>: the service's account reaches its database.
+probe_mysql() {
+    python3 - "$1" "$2" "$3" <<'PY'
+import json, os, sys
+import pymysql
+facts = json.load(open(os.environ["STACKSEED_NODE_JSON"]))
+password = json.load(open(os.environ["STACKSEED_SECRETS_JSON"]))[sys.argv[2]]
+pymysql.connect(host=facts["controller"]["ip"], user=sys.argv[1], password=password,
+                database=sys.argv[3], connect_timeout=5).close()
+PY
+}
+
+# The readiness a node needs from the controller, with the timeouts first boot allows.
+# Nodes boot in any order, so the waits are long enough for the controller to finish.
+wait_keystone() {
+    wait_for "keystone /v3 at $(fact controller.ip):5000" "${1:-3000}" \
+        probe_http "http://$(fact controller.ip):5000/v3" 200
+}
+
+wait_rabbit() {
+    wait_for "rabbitmq login as openstack at $(fact controller.ip):5672" "${1:-3000}" probe_rabbit
+}
+
+# --- configuration files -----------------------------------------------------------------
+
+# ini_merge <file>: merges INI text from stdin (crudini keeps comments and other keys);
+# values come in on stdin, so secrets never show on a command line.
+ini_merge() {
+    local file=$1
+    [ -e "$file" ] || fail "config file $file is missing (is the package installed in the image?)"
+    crudini --merge "$file"
+}
+
+# ini_set <file> <section> <key> <value>
+ini_set() {
+    printf '[%s]\n%s = %s\n' "$2" "$3" "$4" | ini_merge "$1"
+}
+
+# ini_del <file> <section> <key>
+ini_del() {
+    crudini --del "$1" "$2" "$3"
+}
+
+# conf_private <group> <file...>: config holding secrets is root:<group> 0640, never world-readable.
+conf_private() {
+    local group=$1 file
+    shift
+    for file in "$@"; do
+        chown "root:$group" "$file"
+        chmod 0640 "$file"
+    done
+}
+
+# write_private <file> <owner:group> <mode>: writes stdin to a file created with its final mode.
+write_private() {
+    local file=$1 owner=$2 mode=$3 tmp
+    tmp=$(mktemp "$file.XXXXXX")
+    cat >"$tmp"
+    chown "$owner" "$tmp"
+    chmod "$mode" "$tmp"
+    mv -f "$tmp" "$file"
+}
+
+# line_once <file> <line>: appends the line unless it is there already.
+line_once() {
+    grep -qxF -- "$2" "$1" 2>/dev/null || printf '%s\n' "$2" >>"$1"
+}
+
+# --- services ----------------------------------------------------------------------------
+
+# svc_start <unit...>: enables and (re)starts units in the order given, waiting for each to be
+# active so the next one finds it. Images leave services disabled; first boot starts them.
+svc_start() {
+    local unit
+    for unit in "$@"; do
+        systemctl enable "$unit" >/dev/null 2>&1 || true
+        systemctl restart "$unit" || fail "service $unit did not start: see journalctl -u $unit"
+        wait_for "service $unit active" 120 systemctl is-active --quiet "$unit"
+    done
+}
+
+# as_user <user> <command...>: runs a service's own management command as that service.
+as_user() {
+    local user=$1
+    shift
+    runuser -u "$user" -- "$@"
+}
+
+# mysql_root: SQL on stdin, run as MariaDB's root over the unix socket (no password involved).
+mysql_root() {
+    mysql --protocol=socket -u root
+}
+
+# db_account <database> <user> <secret name>: database, account and grants, idempotently.
+# The password goes to mysql on stdin.
+db_account() {
+    local db=$1 user=$2 password
+    password=$(secret "$3")
+    mysql_root <<SQL
+CREATE DATABASE IF NOT EXISTS \`$db\`;
+CREATE USER IF NOT EXISTS '$user'@'localhost' IDENTIFIED BY '$password';
+CREATE USER IF NOT EXISTS '$user'@'%' IDENTIFIED BY '$password';
+ALTER USER '$user'@'localhost' IDENTIFIED BY '$password';
+ALTER USER '$user'@'%' IDENTIFIED BY '$password';
+GRANT ALL PRIVILEGES ON \`$db\`.* TO '$user'@'localhost';
+GRANT ALL PRIVILEGES ON \`$db\`.* TO '$user'@'%';
+SQL
+}
+
+# db_url <user> <secret name> <database>: the SQLAlchemy URL (for heredocs only: holds a secret).
+db_url() {
+    printf 'mysql+pymysql://%s:%s@%s/%s' "$1" "$(secret "$2")" "$(fact controller.ip)" "$3"
+}
+
+# transport_url: oslo.messaging's RabbitMQ URL (for heredocs only: holds a secret).
+transport_url() {
+    printf 'rabbit://openstack:%s@%s:5672/' "$(secret rabbit_password)" "$(fact controller.ip)"
+}
+
+# keystone_authtoken <file> <user> <secret name>: the [keystone_authtoken] block of a service.
+keystone_authtoken() {
+    local ctl
+    ctl=$(fact controller.ip)
+    ini_merge "$1" <<INI
+[keystone_authtoken]
+www_authenticate_uri = http://$ctl:5000
+auth_url = http://$ctl:5000
+memcached_servers = $ctl:11211
+auth_type = password
+project_domain_name = Default
+user_domain_name = Default
+project_name = service
+username = $2
+password = $(secret "$3")
+region_name = $(fact region)
+INI
+}
+
+# service_user_block <file> <section> <user> <secret name> [region]: keystoneauth options of a
+# client section ([placement], [neutron], [nova], [service_user] ...).
+service_user_block() {
+    local ctl
+    ctl=$(fact controller.ip)
+    ini_merge "$1" <<INI
+[$2]
+auth_url = http://$ctl:5000
+auth_type = password
+project_domain_name = Default
+user_domain_name = Default
+region_name = $(fact region)
+project_name = service
+username = $3
+password = $(secret "$4")
+INI
+}
+
+# --- OpenStack API calls -----------------------------------------------------------------
+
+# os_py: runs the Python on stdin in ONE process with `conn` (admin openstacksdk connection),
+# `facts` and `secret()` defined, plus small ensure_* helpers that find before they create.
+# One process per phase: the `openstack` CLI costs seconds per call under TCG.
+os_py() {
+    local prelude
+    prelude=$(
+        cat <<'PY'
+import json, os, sys
+import openstack
+
+facts = json.load(open(os.environ["STACKSEED_NODE_JSON"]))
+_secrets = json.load(open(os.environ["STACKSEED_SECRETS_JSON"]))
+
+
+def secret(name):
+    return _secrets[name]
+
+
+CTL = facts["controller"]["ip"]
+REGION = facts["region"]
+conn = openstack.connect(
+    auth_url=f"http://{CTL}:5000/v3", username="admin", password=secret("admin_password"),
+    project_name="admin", user_domain_name="Default", project_domain_name="Default",
+    region_name=REGION, identity_api_version="3",
+)
+
+
+def say(msg):
+    print(f"[{os.environ.get('STACKSEED_PHASE', 'py')}] {msg}", flush=True)
+
+
+def ensure_project(name, description=""):
+    found = conn.identity.find_project(name, domain_id="default")
+    if found:
+        return found
+    say(f"creating project {name}")
+    return conn.identity.create_project(name=name, domain_id="default", description=description)
+
+
+def ensure_role(name):
+    return conn.identity.find_role(name) or conn.identity.create_role(name=name)
+
+
+def ensure_user(name, password, project="service", role="admin"):
+    user = conn.identity.find_user(name, domain_id="default")
+    if user:
+        conn.identity.update_user(user, password=password)
+    else:
+        say(f"creating user {name}")
+        user = conn.identity.create_user(name=name, password=password, domain_id="default")
+    proj = conn.identity.find_project(project, domain_id="default", ignore_missing=False)
+    conn.identity.assign_project_role_to_user(proj, user, ensure_role(role))
+    return user
+
+
+def ensure_service(name, type_, description, url):
+    """A service with public, internal and admin endpoints in the region, all at url."""
+    service = next(iter(conn.identity.services(type=type_, name=name)), None)
+    if service is None:
+        say(f"creating service {name} ({type_})")
+        service = conn.identity.create_service(name=name, type=type_, description=description)
+    for interface in ("public", "internal", "admin"):
+        existing = [
+            e for e in conn.identity.endpoints(service_id=service.id, interface=interface)
+            if e.region_id == REGION
+        ]
+        if not existing:
+            say(f"creating {interface} endpoint for {name}: {url}")
+            conn.identity.create_endpoint(
+                service_id=service.id, interface=interface, url=url, region_id=REGION
+            )
+        for extra in existing[1:]:
+            conn.identity.delete_endpoint(extra)
+        if existing and existing[0].url != url:
+            conn.identity.update_endpoint(existing[0], url=url)
+    return service
+PY
+    )
+    python3 -u -c "$prelude
+exec(compile(sys.stdin.read(), 'phase:' + os.environ.get('STACKSEED_PHASE', 'py'), 'exec'))"
+}
+
+# admin_openrc_ready: the admin credentials can issue a token (keystone fully usable).
+probe_admin_token() {
+    os_py <<'PY'
+conn.authorize()
+PY
+}
+
+# need_secrets <name...>: fails at once when the seed lacks one, before any file is touched
+# (a failed $(secret ...) inside a heredoc would otherwise leave an empty value behind).
+need_secrets() {
+    local name
+    for name in "$@"; do
+        _json_get "$STACKSEED_SECRETS_JSON" "$name" >/dev/null ||
+            fail "secrets.json has no '$name' (see cloudinit/firstboot/secrets-by-role.yaml)"
+    done
+}
+
+# uwsgi_processes <n> <ini...>: Debian's uwsgi apps start 8-16 processes each, far too many for
+# a lab controller under TCG; every process imports the whole service.
+uwsgi_processes() {
+    local n=$1 file
+    shift
+    for file in "$@"; do
+        [ -e "$file" ] || continue
+        sed -i -E "s/^processes[[:space:]]*=.*/processes = $n/" "$file"
+    done
+}
+
+# has_address <interface> <ip>: the interface carries the address (network-config applied).
+has_address() {
+    ip -o -4 addr show dev "$1" 2>/dev/null | grep -qw "$2"
+}
+
+# neutron_backend: openvswitch (default) or linuxbridge, from node.json.
+neutron_backend() {
+    fact_or neutron_backend openvswitch
+}
+
+# neutron_l2_agent: the L2 agent unit of the backend, failing early where the release lacks it
+# (neutron 2025.1 removed the Linux bridge agent; Debian 13 ships only an empty package).
+neutron_l2_agent() {
+    case "$(neutron_backend)" in
+    openvswitch) echo neutron-openvswitch-agent ;;
+    linuxbridge)
+        [ -x /usr/bin/neutron-linuxbridge-agent ] ||
+            fail "neutron_backend linuxbridge needs /usr/bin/neutron-linuxbridge-agent, which $(fact release) lacks (removed in neutron 2025.1): use openvswitch, or release bookworm"
+        echo neutron-linuxbridge-agent
+        ;;
+    *) fail "unknown neutron_backend '$(neutron_backend)' in node.json" ;;
+    esac
+}
+
+# neutron_l2_config: agent config for this node (both backends): provider NIC mapping and
+# VXLAN on the management (tunnel) address.
+neutron_l2_config() {
+    local tunnel_ip
+    tunnel_ip=$(fact node.tunnel_ip)
+    case "$(neutron_backend)" in
+    openvswitch)
+        svc_start openvswitch-switch
+        ovs-vsctl --may-exist add-br br-provider
+        if ip link show provider0 >/dev/null 2>&1; then
+            ovs-vsctl --may-exist add-port br-provider provider0
+            ip link set provider0 up
+        fi
+        ini_merge /etc/neutron/plugins/ml2/openvswitch_agent.ini <<INI
+[ovs]
+bridge_mappings = provider:br-provider
+local_ip = $tunnel_ip
+[agent]
+tunnel_types = vxlan
+l2_population = true
+[securitygroup]
+enable_security_group = true
+firewall_driver = openvswitch
+INI
+        conf_private neutron /etc/neutron/plugins/ml2/openvswitch_agent.ini
+        ;;
+    linuxbridge)
+        ini_merge /etc/neutron/plugins/ml2/linuxbridge_agent.ini <<INI
+[linux_bridge]
+physical_interface_mappings = provider:provider0
+[vxlan]
+enable_vxlan = true
+local_ip = $tunnel_ip
+l2_population = true
+[securitygroup]
+enable_security_group = true
+firewall_driver = neutron.agent.linux.iptables_firewall.IptablesFirewallDriver
+INI
+        conf_private neutron /etc/neutron/plugins/ml2/linuxbridge_agent.ini
+        modprobe br_netfilter 2>/dev/null || true
+        line_once /etc/modules-load.d/stackseed.conf br_netfilter
+        sysctl -q -w net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1 || true
+        ;;
+    esac
+}
+
+# neutron_common_config: what every neutron process on any node reads from neutron.conf.
+neutron_common_config() {
+    ini_merge /etc/neutron/neutron.conf <<INI
+[DEFAULT]
+host = $(fact node.name)
+transport_url = $(transport_url)
+[oslo_concurrency]
+lock_path = /var/lib/neutron/tmp
+INI
+    conf_private neutron /etc/neutron/neutron.conf
+}

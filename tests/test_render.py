@@ -1,0 +1,119 @@
+"""Rendered payloads pass cloud-init's own schemas and carry what first boot needs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import DEFAULT, GOOD
+from support.cloudinit_schema import validate
+
+from builder.loader import load
+from builder.plan import make_plan
+from builder.render import ensure_keys, phases, render_node, secrets_for
+from builder.secrets import load_or_create
+from builder.state import LabState
+
+TOPOLOGIES = [DEFAULT, *GOOD]
+
+
+def _render_all(topology: Path, root: Path) -> dict[str, dict[str, str]]:
+    plan = make_plan(load(topology))
+    state = LabState(root)
+    secrets = load_or_create(state.secrets_file)
+    keys = ensure_keys(plan, state)
+    out = {}
+    for node in plan.nodes:
+        payload = render_node(plan, node, secrets, keys)
+        out[node.name] = {k: v.decode() for k, v in payload.files().items()}
+    return out
+
+
+def test_enough_topologies() -> None:
+    assert len(GOOD) >= 3
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES, ids=lambda p: p.stem)
+def test_payloads_pass_cloud_init_schema(topology: Path, tmp_path: Path) -> None:
+    for node, files in _render_all(topology, tmp_path / "state").items():
+        for name, schema in (("user-data", "cloud-config"), ("network-config", "network-config")):
+            target = tmp_path / f"{node}-{name}"
+            target.write_text(files[name])
+            result = validate(target, schema)
+            assert result.returncode == 0, f"{node} {name}: {result.stdout}{result.stderr}"
+            assert "Valid schema" in result.stdout
+
+
+def test_schema_check_can_fail(tmp_path: Path) -> None:
+    """The validator is really looking: a wrong type in user-data is reported."""
+    files = _render_all(DEFAULT, tmp_path / "state")["controller"]
+    broken = files["user-data"].replace("ssh_pwauth: false", "ssh_pwauth: [nope]")
+    target = tmp_path / "broken"
+    target.write_text(broken)
+    assert validate(target, "cloud-config").returncode != 0
+
+
+def test_user_data_content(tmp_path: Path) -> None:
+    plan = make_plan(load(DEFAULT))
+    rendered = _render_all(DEFAULT, tmp_path / "state")
+    secrets = load_or_create(LabState(tmp_path / "state").secrets_file)
+    for node in plan.nodes:
+        data = yaml.safe_load(rendered[node.name]["user-data"])
+        files = {f["path"]: f for f in data["write_files"]}
+        assert data["hostname"] == node.name
+        for other in plan.nodes:
+            assert f"{other.ip} {other.fqdn} {other.name}" in files["/etc/hosts"]["content"]
+        chrony = files["/etc/chrony/chrony.conf"]["content"]
+        assert not any(line.startswith("pool") for line in chrony.splitlines())
+        if node.role == "controller":
+            assert "allow 10.0.0.0/24" in chrony and "server " not in chrony
+        else:
+            assert "server 10.0.0.11 iburst" in chrony
+        facts = json.loads(files["/etc/stackseed/node.json"]["content"])
+        assert facts["node"]["role"] == node.role
+        assert facts["controller"]["ip"] == "10.0.0.11"
+        assert not any(v in json.dumps(facts) for v in secrets.values())
+        node_secrets = json.loads(files["/etc/stackseed/secrets.json"]["content"])
+        assert files["/etc/stackseed/secrets.json"]["permissions"] == "0600"
+        assert node_secrets == secrets_for(node.role, secrets)
+        scripts = [p for p in files if p.startswith("/usr/local/lib/stackseed/firstboot.d/")]
+        assert [Path(p).name for p in scripts] == [n for n, _ in phases(node.role)]
+        assert ["/usr/local/sbin/stackseed-firstboot"] in data["runcmd"]
+        keys = data["users"][0]["ssh_authorized_keys"]
+        assert keys == [
+            (LabState(tmp_path / "state").ssh_key.with_suffix(".pub")).read_text().strip()
+        ]
+
+
+def test_compute_gets_only_its_secrets(tmp_path: Path) -> None:
+    rendered = _render_all(DEFAULT, tmp_path / "state")
+    secrets = load_or_create(LabState(tmp_path / "state").secrets_file)
+    user_data = rendered["compute1"]["user-data"]
+    assert secrets["admin_password"] not in user_data
+    assert secrets["db_nova"] not in user_data
+    assert secrets["rabbit_password"] in user_data
+
+
+def test_network_config_matches_by_mac(tmp_path: Path) -> None:
+    topology = next(p for p in GOOD if p.stem == "bare-metal")
+    rendered = _render_all(topology, tmp_path / "state")
+    net = yaml.safe_load(rendered["hv01"]["network-config"])
+    assert net["version"] == 2
+    eth = net["ethernets"]
+    assert eth["provider0"]["match"]["macaddress"] == "3c:ec:ef:00:01:02"
+    assert "addresses" not in eth["provider0"]
+    assert eth["mgmt0"]["addresses"] == ["192.168.50.21/24"]
+    assert eth["mgmt0"]["set-name"] == "mgmt0"
+
+
+def test_instance_id_follows_payload(tmp_path: Path) -> None:
+    first = _render_all(DEFAULT, tmp_path / "a")
+    again = _render_all(DEFAULT, tmp_path / "a")
+    other = _render_all(DEFAULT, tmp_path / "b")  # new secrets and keys: a new payload
+    meta = {n: yaml.safe_load(f["meta-data"]) for n, f in first.items()}
+    assert meta == {n: yaml.safe_load(f["meta-data"]) for n, f in again.items()}
+    assert meta["compute1"]["local-hostname"] == "compute1"
+    for name, files in other.items():
+        assert yaml.safe_load(files["meta-data"])["instance-id"] != meta[name]["instance-id"]
