@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Make a fresh Debian host ready for stackseed: packages, the Python package, a running libvirtd.
+# Idempotent: re-running installs nothing new and leaves a running libvirtd alone.
+set -eu -o pipefail
+
+APT_PACKAGES=(
+  # image builds (diskimage-builder's needs)
+  sudo debootstrap qemu-utils squashfs-tools e2fsprogs dosfstools kpartx gdisk
+  # the lab: libvirt, QEMU, and the headers libvirt-python compiles against
+  libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc python3-dev
+  qemu-system-x86 dnsmasq-base iproute2 openssh-client
+  # seeds and their independent readers
+  xorriso genisoimage libarchive-tools
+  # tests: shell lint, INI edits as first boot does them
+  shellcheck crudini jq curl
+)
+
+export DEBIAN_FRONTEND=noninteractive
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: apt-get install ${missing[*]}"
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+echo "setup: pip install -e $repo[test,libvirt]"
+python3 -m pip install -q --disable-pip-version-check -e "$repo[test,libvirt]"
+
+# No systemd on the build hosts: start libvirt's daemons by hand when they are not running.
+if ! virsh -c qemu:///system version >/dev/null 2>&1; then
+  echo "setup: starting virtlogd and libvirtd"
+  mkdir -p /run/libvirt
+  pgrep -x virtlogd >/dev/null || virtlogd -d
+  pgrep -x libvirtd >/dev/null || libvirtd -d
+  for _ in $(seq 1 50); do
+    virsh -c qemu:///system version >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  virsh -c qemu:///system version >/dev/null
+fi
+echo "setup: done"

@@ -1,0 +1,31 @@
+# The README's commands. `make lab` sets up this host and brings up the default lab;
+# `make test` sets up this host and runs the test suite CI runs.
+PYTEST = python3 -m pytest
+
+.PHONY: setup lab test test-fast test-slow e2e bench down
+
+setup:
+	bash .ci/setup-host.sh
+
+lab: setup
+	build-images --all
+	lab up --wait
+	lab verify
+
+down:
+	lab down
+
+test: setup
+	$(PYTEST) -m "not e2e"
+
+test-fast:
+	$(PYTEST) -m "not slow and not libvirt and not e2e"
+
+test-slow: setup
+	$(PYTEST) -m "slow or libvirt"
+
+e2e: setup
+	$(PYTEST) -m e2e
+
+bench: setup
+	python3 bench/bench_render.py
