@@ -1,0 +1,63 @@
+"""`lab verify`: the table of checks (or --json); exit 0 only when every check passes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from builder.cli_common import Lab, out, topology_options
+from builder.errors import EXIT_FAILED
+from builder.verify import Row, all_ok, to_json, verify
+
+
+def table(rows: list[Row]) -> Table:
+    result = Table(title="lab verify", show_lines=False)
+    result.add_column("check")
+    result.add_column("result")
+    result.add_column("seconds", justify="right")
+    result.add_column("detail", overflow="fold")
+    for row in rows:
+        mark = "[green]pass[/green]" if row.ok else "[bold red]FAIL[/bold red]"
+        result.add_row(row.name, mark, f"{row.seconds:.1f}", row.detail)
+    return result
+
+
+@click.command("verify")
+@topology_options
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@click.option(
+    "--deep",
+    is_flag=True,
+    help="Also wait for the test server's console and ping its floating IP from the host.",
+)
+@click.option(
+    "--cloud-config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="clouds.yaml to use [default: the lab's, written by 'lab up'].",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=900.0,
+    show_default=True,
+    help="Seconds to wait for each slow step (server ACTIVE, volume status).",
+)
+def verify_command(
+    lab: Lab, as_json: bool, deep: bool, cloud_config: Path | None, timeout: float
+) -> None:
+    """Prove the lab is a working cloud: services, agents, Horizon, a server and a volume."""
+    clouds_yaml = cloud_config or lab.state.clouds_yaml
+    rows = verify(lab.plan, clouds_yaml, deep=deep, timeout=timeout)
+    if as_json:
+        click.echo(to_json(rows))
+    else:
+        out.print(table(rows))
+    if not all_ok(rows):
+        raise SystemExit(EXIT_FAILED)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(verify_command)

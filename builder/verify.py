@@ -1,0 +1,489 @@
+"""`lab verify`: prove from the host, with openstacksdk, that the lab is a working cloud.
+
+Each check is a small function that returns a detail string or raises CheckFailed. Checks that
+create things (a server, a volume, a floating IP) name them `stackseed-verify-*` and register
+them for cleanup, which runs even when a check fails. The judging logic (what counts as up,
+which agents each node must have) is pure and takes plain data, so it is tested without a cloud.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from builder.errors import PrerequisiteError
+from builder.plan import Plan
+
+PREFIX = "stackseed-verify-"
+REQUIRED_SERVICES = ("identity", "image", "placement", "compute", "network", "volumev3")
+# What the controller's day-zero phase creates; verify boots from and onto these.
+TEST_IMAGE = "stackseed-test"
+TEST_FLAVOR = "m1.tiny"
+SELFSERVICE_NET = "selfservice"
+PROVIDER_NET = "provider"
+BOOT_BANNER = "stackseed-testimage booted"
+
+
+class CheckFailed(Exception):
+    """A check's verdict: the message is the row's detail."""
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    ok: bool
+    detail: str
+    seconds: float = 0.0
+
+
+@dataclass
+class Context:
+    """What checks share: the connection, the plan, and what they made (for cleanup)."""
+
+    conn: Any
+    plan: Plan
+    password: str
+    timeout: float = 900.0
+    deep: bool = False
+    server: Any = None
+    volume: Any = None
+    floating_ip: Any = None
+    cleanups: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
+
+    def on_cleanup(self, what: str, func: Callable[[], None]) -> None:
+        self.cleanups.append((what, func))
+
+
+Check = Callable[[Context], str]
+
+
+# --- pure judging -------------------------------------------------------------------------
+
+
+def short(host: str | None) -> str:
+    """Hosts show up as 'compute1' or 'compute1.lab.test' (or 'block1@lvm'); compare short names."""
+    return (host or "").split("@")[0].split(".")[0]
+
+
+def nodes_with_role(plan: Plan, role: str) -> list[str]:
+    return [n.name for n in plan.nodes if n.role == role]
+
+
+def expected_agents(plan: Plan) -> dict[str, set[str]]:
+    """Node -> the neutron agent types it must run, for the lab's backend."""
+    backend = plan.topology.lab.neutron_backend
+    l2 = "Open vSwitch agent" if backend == "openvswitch" else "Linux bridge agent"
+    wanted: dict[str, set[str]] = {}
+    for node in plan.nodes:
+        if node.role == "controller":
+            wanted[node.name] = {l2, "DHCP agent", "L3 agent", "Metadata agent"}
+        elif node.role == "compute":
+            wanted[node.name] = {l2}
+    return wanted
+
+
+def judge_agents(wanted: Mapping[str, set[str]], agents: Iterable[Mapping[str, Any]]) -> str:
+    """agents: dicts with host, agent_type, is_alive. Raises CheckFailed listing what is missing."""
+    alive: dict[str, set[str]] = {}
+    dead: list[str] = []
+    for agent in agents:
+        host = short(agent.get("host"))
+        if agent.get("is_alive"):
+            alive.setdefault(host, set()).add(str(agent.get("agent_type")))
+        else:
+            dead.append(f"{agent.get('agent_type')}@{host}")
+    missing = [
+        f"{kind}@{node}"
+        for node, kinds in sorted(wanted.items())
+        for kind in sorted(kinds)
+        if kind not in alive.get(node, set())
+    ]
+    if missing:
+        extra = f" (down: {', '.join(sorted(dead))})" if dead else ""
+        raise CheckFailed(f"not alive: {', '.join(missing)}{extra}")
+    return f"{sum(len(k) for k in wanted.values())} agents alive on {len(wanted)} nodes"
+
+
+def judge_services(
+    binary: str, wanted: Iterable[str], services: Iterable[Mapping[str, Any]]
+) -> str:
+    """services: dicts with binary, host, state, status. Each wanted host has an up, enabled one."""
+    up = {
+        short(s.get("host"))
+        for s in services
+        if s.get("binary") == binary and s.get("state") == "up" and s.get("status") == "enabled"
+    }
+    wanted = list(wanted)
+    missing = [h for h in wanted if h not in up]
+    if missing:
+        raise CheckFailed(f"{binary} not up on: {', '.join(missing)}")
+    if not wanted:
+        raise CheckFailed(f"the topology has no node that runs {binary}")
+    return f"{binary} up on {', '.join(wanted)}"
+
+
+def judge_hypervisors(wanted: Iterable[str], names: Iterable[str]) -> str:
+    have = {short(n) for n in names}
+    missing = [h for h in wanted if h not in have]
+    if missing:
+        raise CheckFailed(
+            f"no hypervisor for: {', '.join(missing)} (have: {', '.join(sorted(have))})"
+        )
+    return f"hypervisors: {', '.join(sorted(have))}"
+
+
+def judge_catalog(catalog: Mapping[str, list[str]]) -> list[str]:
+    """catalog: service type -> public URLs. Returns the URLs to probe; raises on a gap."""
+    missing = [t for t in REQUIRED_SERVICES if not catalog.get(t)]
+    if missing:
+        raise CheckFailed(f"catalog lacks: {', '.join(missing)}")
+    return [catalog[t][0] for t in REQUIRED_SERVICES]
+
+
+_CSRF = re.compile(r"""name=["']csrfmiddlewaretoken["']\s+value=["']([^"']+)["']""")
+_REGION = re.compile(r"""name=["']region["'][^>]*value=["']([^"']+)["']""")
+
+
+def login_form(html: str, username: str, password: str) -> dict[str, str]:
+    """The POST body of Horizon's login form, with the CSRF token it carries."""
+    token = _CSRF.search(html)
+    if not token:
+        raise CheckFailed("the login page has no CSRF token (is it Horizon?)")
+    form = {
+        "csrfmiddlewaretoken": token.group(1),
+        "username": username,
+        "password": password,
+        "domain": "Default",
+    }
+    region = _REGION.search(html)
+    if region:
+        form["region"] = region.group(1)
+    return form
+
+
+def login_succeeded(final_url: str, html: str) -> bool:
+    """Horizon answers a bad login with the login page again; a good one leaves it."""
+    return "/auth/login" not in final_url and 'id="loginBtn"' not in html
+
+
+def to_json(rows: Iterable[Row]) -> str:
+    rows = list(rows)
+    return json.dumps(
+        {
+            "ok": all_ok(rows),
+            "checks": [
+                {"name": r.name, "ok": r.ok, "detail": r.detail, "seconds": round(r.seconds, 1)}
+                for r in rows
+            ],
+        },
+        indent=2,
+    )
+
+
+def all_ok(rows: Iterable[Row]) -> bool:
+    rows = list(rows)
+    return bool(rows) and all(r.ok for r in rows)
+
+
+def run_checks(ctx: Context, checks: Iterable[tuple[str, Check]]) -> list[Row]:
+    """Runs every check (a failure does not stop the rest), then the cleanups, newest first."""
+    rows: list[Row] = []
+    try:
+        for name, check in checks:
+            started = time.monotonic()
+            try:
+                detail, ok = check(ctx), True
+            except CheckFailed as exc:
+                detail, ok = str(exc), False
+            except Exception as exc:  # an SDK or HTTP error is this check's failure, not a crash
+                detail, ok = f"{type(exc).__name__}: {exc}", False
+            rows.append(Row(name, ok, detail, time.monotonic() - started))
+    finally:
+        rows.extend(cleanup(ctx))
+    return rows
+
+
+def cleanup(ctx: Context) -> list[Row]:
+    failures = []
+    for what, func in reversed(ctx.cleanups):
+        try:
+            func()
+        except Exception as exc:  # keep cleaning; report what stayed behind
+            failures.append(f"{what}: {type(exc).__name__}: {exc}")
+    ctx.cleanups.clear()
+    if failures:
+        return [Row("cleanup", False, "; ".join(failures))]
+    return []
+
+
+def wait_until(what: str, timeout: float, probe: Callable[[], Any], interval: float = 3.0) -> Any:
+    """Polls probe() until it returns something truthy; CheckFailed naming `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise CheckFailed(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+# --- checks against the cloud --------------------------------------------------------------
+
+
+def check_token(ctx: Context) -> str:
+    token = ctx.conn.auth_token
+    if not token:
+        raise CheckFailed("no token issued")
+    return "admin token issued"
+
+
+def _public_catalog(ctx: Context) -> dict[str, list[str]]:
+    access = ctx.conn.session.auth.get_access(ctx.conn.session)
+    catalog: dict[str, list[str]] = {}
+    for service in access.service_catalog.catalog:
+        urls = [
+            e["url"]
+            for e in service.get("endpoints", [])
+            if e.get("interface") == "public"
+            and e.get("region_id", e.get("region")) == ctx.plan.topology.lab.region
+        ]
+        catalog.setdefault(service["type"], []).extend(urls)
+    return catalog
+
+
+def check_catalog(ctx: Context) -> str:
+    import requests
+
+    urls = judge_catalog(_public_catalog(ctx))
+    silent = []
+    for url in urls:
+        try:
+            status = requests.get(url, timeout=15).status_code
+        except requests.RequestException as exc:
+            silent.append(f"{url} ({type(exc).__name__})")
+            continue
+        if status >= 500:
+            silent.append(f"{url} (HTTP {status})")
+    if silent:
+        raise CheckFailed(f"endpoints not answering: {', '.join(silent)}")
+    return f"{len(urls)} services listed, every public endpoint answers"
+
+
+def check_compute_services(ctx: Context) -> str:
+    services = [
+        {"binary": s.binary, "host": s.host, "state": s.state, "status": s.status}
+        for s in ctx.conn.compute.services()
+    ]
+    return judge_services("nova-compute", nodes_with_role(ctx.plan, "compute"), services)
+
+
+def check_hypervisors(ctx: Context) -> str:
+    names = [h.name for h in ctx.conn.compute.hypervisors()]
+    return judge_hypervisors(nodes_with_role(ctx.plan, "compute"), names)
+
+
+def check_network_agents(ctx: Context) -> str:
+    agents = [
+        {"host": a.host, "agent_type": a.agent_type, "is_alive": a.is_alive}
+        for a in ctx.conn.network.agents()
+    ]
+    return judge_agents(expected_agents(ctx.plan), agents)
+
+
+def check_cinder_volume(ctx: Context) -> str:
+    services = [
+        {"binary": s.binary, "host": s.host, "state": s.state, "status": s.status}
+        for s in ctx.conn.block_storage.services()
+    ]
+    return judge_services("cinder-volume", nodes_with_role(ctx.plan, "block"), services)
+
+
+def horizon_base(plan: Plan) -> str:
+    return f"http://{plan.topology.controller.ip}/horizon"
+
+
+def check_horizon(ctx: Context) -> str:
+    import requests
+
+    session = requests.Session()
+    login_url = f"{horizon_base(ctx.plan)}/auth/login/"
+    page = session.get(login_url, timeout=60)
+    if page.status_code != 200:
+        raise CheckFailed(f"{login_url} answered HTTP {page.status_code}")
+    form = login_form(page.text, "admin", ctx.password)
+    answer = session.post(login_url, data=form, headers={"Referer": login_url}, timeout=120)
+    if answer.status_code >= 400 or not login_succeeded(answer.url, answer.text):
+        raise CheckFailed(f"login as admin did not succeed (HTTP {answer.status_code})")
+    return "login page 200, admin login succeeded"
+
+
+def check_server(ctx: Context) -> str:
+    conn = ctx.conn
+    image = conn.image.find_image(TEST_IMAGE)
+    flavor = conn.compute.find_flavor(TEST_FLAVOR)
+    network = conn.network.find_network(SELFSERVICE_NET)
+    absent = [
+        name
+        for name, thing in ((TEST_IMAGE, image), (TEST_FLAVOR, flavor), (SELFSERVICE_NET, network))
+        if thing is None
+    ]
+    if absent:
+        raise CheckFailed(f"day-zero content missing: {', '.join(absent)}")
+    server = conn.compute.create_server(
+        name=f"{PREFIX}server",
+        image_id=image.id,
+        flavor_id=flavor.id,
+        networks=[{"uuid": network.id}],
+    )
+    ctx.on_cleanup("server", lambda: _delete_server(conn, server, ctx.timeout))
+    started = time.monotonic()
+    server = conn.compute.wait_for_server(server, status="ACTIVE", wait=int(ctx.timeout))
+    ctx.server = server
+    return f"{server.name} ACTIVE in {time.monotonic() - started:.0f}s"
+
+
+def _delete_server(conn: Any, server: Any, timeout: float) -> None:
+    conn.compute.delete_server(server, ignore_missing=True)
+    conn.compute.wait_for_delete(server, wait=int(timeout))
+
+
+def check_volume(ctx: Context) -> str:
+    conn = ctx.conn
+    if ctx.server is None:
+        raise CheckFailed("no server to attach to (the server check failed)")
+    volume = conn.block_storage.create_volume(name=f"{PREFIX}volume", size=1)
+    ctx.on_cleanup("volume", lambda: _delete_volume(conn, volume, ctx.timeout))
+    volume = conn.block_storage.wait_for_status(
+        volume, status="available", failures=["error"], wait=int(ctx.timeout)
+    )
+    attachment = conn.compute.create_volume_attachment(ctx.server, volume_id=volume.id)
+    conn.block_storage.wait_for_status(
+        volume, status="in-use", failures=["error", "error_attaching"], wait=int(ctx.timeout)
+    )
+    conn.compute.delete_volume_attachment(ctx.server, attachment.volume_id or volume.id)
+    conn.block_storage.wait_for_status(
+        volume, status="available", failures=["error", "error_detaching"], wait=int(ctx.timeout)
+    )
+    return "1 GiB volume available, attached (in-use), detached"
+
+
+def _delete_volume(conn: Any, volume: Any, timeout: float) -> None:
+    current = conn.block_storage.get_volume(volume)
+    if current.status == "in-use":  # the server's deletion detaches it; wait for that
+        conn.block_storage.wait_for_status(current, status="available", wait=int(timeout))
+    conn.block_storage.delete_volume(volume, ignore_missing=True)
+    conn.block_storage.wait_for_delete(volume, wait=int(timeout))
+
+
+def check_console(ctx: Context) -> str:
+    if ctx.server is None:
+        raise CheckFailed("no server (the server check failed)")
+
+    def booted() -> bool:
+        output = ctx.conn.compute.get_server_console_output(ctx.server).get("output") or ""
+        return BOOT_BANNER in output
+
+    wait_until(f"'{BOOT_BANNER}' on the server console", ctx.timeout, booted, interval=10)
+    return "console shows the test image booted"
+
+
+def check_ping(ctx: Context) -> str:
+    conn = ctx.conn
+    if ctx.server is None:
+        raise CheckFailed("no server (the server check failed)")
+    provider = conn.network.find_network(PROVIDER_NET)
+    if provider is None:
+        raise CheckFailed(f"no network {PROVIDER_NET!r}")
+    port = next(iter(conn.network.ports(device_id=ctx.server.id)), None)
+    if port is None:
+        raise CheckFailed("the server has no port")
+    fip = conn.network.create_ip(
+        floating_network_id=provider.id, port_id=port.id, description=f"{PREFIX}fip"
+    )
+    ctx.on_cleanup("floating ip", lambda: conn.network.delete_ip(fip, ignore_missing=True))
+    address = fip.floating_ip_address
+
+    def answers() -> bool:
+        result = subprocess.run(
+            ["ping", "-c", "1", "-W", "2", address],
+            capture_output=True,
+            env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LC_ALL": "C"},
+            check=False,
+        )
+        return result.returncode == 0
+
+    wait_until(f"ping to {address}", min(ctx.timeout, 300), answers, interval=5)
+    return f"floating IP {address} answers ping from the host"
+
+
+def checks(deep: bool) -> list[tuple[str, Check]]:
+    base: list[tuple[str, Check]] = [
+        ("token", check_token),
+        ("catalog", check_catalog),
+        ("nova-compute", check_compute_services),
+        ("hypervisors", check_hypervisors),
+        ("network agents", check_network_agents),
+        ("cinder-volume", check_cinder_volume),
+        ("horizon", check_horizon),
+        ("server", check_server),
+        ("volume", check_volume),
+    ]
+    if deep:
+        base += [("console", check_console), ("ping", check_ping)]
+    return base
+
+
+def leftovers(conn: Any) -> list[str]:
+    """Anything verify made that is still there (a leak check for tests and for the next run)."""
+    found = [f"server {s.name}" for s in conn.compute.servers() if s.name.startswith(PREFIX)]
+    found += [
+        f"volume {v.name}"
+        for v in conn.block_storage.volumes()
+        if (v.name or "").startswith(PREFIX)
+    ]
+    found += [
+        f"floating ip {f.floating_ip_address}"
+        for f in conn.network.ips()
+        if (f.description or "").startswith(PREFIX)
+    ]
+    return found
+
+
+def connect(clouds_yaml: Path, cloud: str) -> tuple[Any, str]:
+    """An openstacksdk connection from the lab's clouds.yaml, and the admin password in it."""
+    import openstack.config
+    import openstack.connection
+
+    if not clouds_yaml.exists():
+        raise PrerequisiteError(
+            f"{clouds_yaml} does not exist",
+            fix="run 'lab up' first (it writes the lab's clouds.yaml), or pass --cloud-config",
+        )
+    try:
+        config = openstack.config.OpenStackConfig(config_files=[str(clouds_yaml)])
+        region = config.get_one(cloud=cloud)
+    except Exception as exc:
+        raise PrerequisiteError(
+            f"{clouds_yaml}: no usable cloud {cloud!r} ({exc})",
+            fix="re-run 'lab up' to rewrite it, or pass the right --cloud-config",
+        ) from None
+    password = str(region.auth.get("password", ""))
+    return openstack.connection.Connection(config=region), password
+
+
+def verify(
+    plan: Plan, clouds_yaml: Path, *, deep: bool = False, timeout: float = 900.0
+) -> list[Row]:
+    conn, password = connect(clouds_yaml, plan.lab)
+    ctx = Context(conn=conn, plan=plan, password=password, timeout=timeout, deep=deep)
+    try:
+        return run_checks(ctx, checks(deep))
+    finally:
+        conn.close()

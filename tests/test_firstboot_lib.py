@@ -1,0 +1,165 @@
+"""lib.sh's helpers, sourced by a real bash in a scratch root."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from builder.paths import TEMPLATES
+
+LIB = TEMPLATES / "firstboot" / "lib.sh"
+SECRET = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Path:
+    etc = tmp_path / "etc/stackseed"
+    etc.mkdir(parents=True)
+    facts = {
+        "region": "RegionOne",
+        "nested_virt": False,
+        "node": {"name": "block1", "ip": "10.0.0.41", "disks": [{"serial": "cv0"}]},
+        "controller": {"name": "controller", "ip": "127.0.0.1"},
+        "provider": None,
+    }
+    (etc / "node.json").write_text(json.dumps(facts))
+    (etc / "secrets.json").write_text(json.dumps({"db_cinder": SECRET}))
+    return tmp_path
+
+
+def bash(root: Path, script: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "STACKSEED_ROOT": str(root),
+        "STACKSEED_PHASE": "99-test",
+    }
+    return subprocess.run(
+        ["bash", "-c", f'. "{LIB}"\n{script}'],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_fact_reads_dotted_paths(scratch: Path) -> None:
+    result = bash(scratch, "fact node.ip; fact node.disks.0.serial; fact nested_virt; fact region")
+    assert result.stdout.split() == ["10.0.0.41", "cv0", "false", "RegionOne"]
+
+
+def test_fact_fails_on_missing_or_null(scratch: Path) -> None:
+    missing = bash(scratch, "fact node.nope; echo after")
+    assert missing.returncode != 0
+    assert "after" not in missing.stdout
+    assert "node.nope" in missing.stderr
+    assert bash(scratch, "fact provider.cidr").returncode != 0
+    assert bash(scratch, "fact_or provider.cidr none").stdout.strip() == "none"
+
+
+def test_secret_reads_without_echoing_errors_with_values(scratch: Path) -> None:
+    assert bash(scratch, "secret db_cinder").stdout == SECRET
+    absent = bash(scratch, "secret svc_nova")
+    assert absent.returncode != 0
+    assert "svc_nova" in absent.stderr
+    assert SECRET not in absent.stderr + absent.stdout
+
+
+def test_need_secrets_fails_before_anything_happens(scratch: Path) -> None:
+    result = bash(scratch, 'need_secrets db_cinder svc_cinder; touch "$STACKSEED_ROOT/made"')
+    assert result.returncode != 0
+    assert "svc_cinder" in result.stderr
+    assert not (scratch / "made").exists()
+
+
+def test_wait_for_times_out_naming_the_dependency(scratch: Path) -> None:
+    started = time.monotonic()
+    result = bash(scratch, "wait_for 'keystone /v3 at 10.9.9.9:5000' 3 false; echo after")
+    elapsed = time.monotonic() - started
+    assert result.returncode != 0
+    assert "after" not in result.stdout
+    assert "timed out after 3s waiting for keystone /v3 at 10.9.9.9:5000" in result.stderr
+    assert 2.5 <= elapsed < 15  # bounded: the backoff never oversleeps the timeout by much
+
+
+def test_wait_for_returns_once_the_command_succeeds(scratch: Path) -> None:
+    flag = scratch / "up"
+    result = bash(
+        scratch,
+        f'(sleep 2; touch "{flag}") & wait_for "the flag" 30 test -e "{flag}"; echo ready',
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("ready")
+
+
+def test_probe_tcp_and_http_against_a_real_listener(scratch: Path) -> None:
+    server = subprocess.Popen(
+        ["python3", "-m", "http.server", "--bind", "127.0.0.1", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONUNBUFFERED": "1"},
+        cwd=scratch,
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()  # "Serving HTTP on 127.0.0.1 port N ..."
+        port = line.split(" port ")[1].split()[0]
+        ok = bash(scratch, f"probe_tcp 127.0.0.1 {port} && probe_http http://127.0.0.1:{port}/ 200")
+        assert ok.returncode == 0, ok.stderr
+        wrong = bash(scratch, f"probe_http http://127.0.0.1:{port}/missing 200")
+        assert wrong.returncode != 0
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.mark.skipif(
+    shutil.which("crudini") is None, reason="needs crudini (apt-get install crudini)"
+)
+def test_ini_merge_takes_secrets_on_stdin_and_keeps_other_keys(scratch: Path) -> None:
+    conf = scratch / "cinder.conf"
+    conf.write_text("# a comment\n[DEFAULT]\nkeep = yes\n[database]\nconnection = sqlite://\n")
+    result = bash(
+        scratch,
+        f'ini_merge "{conf}" <<INI\n[database]\n'
+        "connection = $(db_url cinder db_cinder cinder)\nINI\n"
+        f'ini_set "{conf}" lvm volume_group cinder-volumes',
+    )
+    assert result.returncode == 0, result.stderr
+    text = conf.read_text()
+    assert "# a comment" in text and "keep = yes" in text
+    assert f"connection = mysql+pymysql://cinder:{SECRET}@127.0.0.1/cinder" in text
+    assert "volume_group = cinder-volumes" in text
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_ini_merge_refuses_a_missing_file(scratch: Path) -> None:
+    result = bash(scratch, f'echo "[a]" | ini_merge "{scratch}/nope.conf"')
+    assert result.returncode != 0
+    assert "nope.conf is missing" in result.stderr
+
+
+def test_neutron_backend_linuxbridge_fails_early_where_the_agent_is_gone(scratch: Path) -> None:
+    if Path("/usr/bin/neutron-linuxbridge-agent").exists():
+        pytest.skip("this host has the Linux bridge agent")
+    facts = json.loads((scratch / "etc/stackseed/node.json").read_text())
+    facts.update(neutron_backend="linuxbridge", release="trixie")
+    (scratch / "etc/stackseed/node.json").write_text(json.dumps(facts))
+    result = bash(scratch, "neutron_l2_agent")
+    assert result.returncode != 0
+    assert "removed in neutron 2025.1" in result.stderr
+
+
+def test_write_private_creates_the_file_with_its_final_mode(scratch: Path) -> None:
+    target = scratch / "admin-openrc"
+    me = f"{os.getuid()}:{os.getgid()}"
+    result = bash(scratch, f'echo "export OS_PASSWORD=x" | write_private "{target}" {me} 0600')
+    assert result.returncode == 0, result.stderr
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    assert target.read_text() == "export OS_PASSWORD=x\n"

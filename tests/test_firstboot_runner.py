@@ -1,0 +1,169 @@
+"""The first-boot runner, run for real in a scratch root with tiny phase scripts.
+
+The runner and lib.sh are the files the seed carries; STACKSEED_ROOT moves every path they use
+into tmp_path and STACKSEED_CONSOLE stands in for the serial console (a file here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from builder.paths import TEMPLATES
+
+FIRSTBOOT = TEMPLATES / "firstboot"
+RUNNER = FIRSTBOOT / "stackseed-firstboot"
+LIB = FIRSTBOOT / "lib.sh"
+SECRET = "5ec12e7c0ffee5ec12e7c0ffee5ec12e"  # looks like builder.secrets' hex values
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+
+
+class Root:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.phases = base / "usr/local/lib/stackseed/firstboot.d"
+        self.phases.mkdir(parents=True)
+        self.console = base / "console"
+        etc = base / "etc/stackseed"
+        etc.mkdir(parents=True)
+        facts = {"node": {"name": "node7", "role": "compute", "ip": "10.0.0.7"}, "region": "R1"}
+        (etc / "node.json").write_text(json.dumps(facts))
+        secrets = etc / "secrets.json"
+        secrets.write_text(json.dumps({"rabbit_password": SECRET}))
+        secrets.chmod(0o600)
+        lib = base / "usr/local/lib/stackseed/lib.sh"
+        shutil.copyfile(LIB, lib)
+
+    @property
+    def log(self) -> Path:
+        return self.base / "var/log/stackseed/firstboot.log"
+
+    @property
+    def done(self) -> Path:
+        return self.base / "var/lib/stackseed/done"
+
+    def phase(self, name: str, body: str) -> None:
+        path = self.phases / name
+        path.write_text('#!/bin/bash\nset -eu -o pipefail\n. "$STACKSEED_LIB"\n' + body + "\n")
+        path.chmod(0o755)
+
+    def run(self) -> subprocess.CompletedProcess[str]:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "STACKSEED_ROOT": str(self.base),
+            "STACKSEED_CONSOLE": str(self.console),
+        }
+        return subprocess.run(
+            ["bash", str(RUNNER)], env=env, capture_output=True, text=True, timeout=120
+        )
+
+    def console_lines(self) -> list[str]:
+        if not self.console.exists():
+            return []
+        return [line.rstrip("\r") for line in self.console.read_text().splitlines()]
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Root:
+    return Root(tmp_path)
+
+
+def test_phases_run_in_order_with_markers_and_output_only_in_the_log(root: Root) -> None:
+    root.phase(
+        "20-second.sh", 'echo "second ran"; echo "$STACKSEED_PHASE" >> "$STACKSEED_ROOT/order"'
+    )
+    root.phase(
+        "10-first.sh", 'echo "first ran"; echo "$STACKSEED_PHASE" >> "$STACKSEED_ROOT/order"'
+    )
+
+    result = root.run()
+
+    assert result.returncode == 0, result.stderr
+    assert (root.base / "order").read_text().split() == ["10-first", "20-second"]
+    assert root.console_lines() == [
+        "STACKSEED node=node7 phase=10-first status=start",
+        "STACKSEED node=node7 phase=10-first status=done",
+        "STACKSEED node=node7 phase=20-second status=start",
+        "STACKSEED node=node7 phase=20-second status=done",
+        "STACKSEED node=node7 phase=firstboot status=done",
+    ]
+    log = root.log.read_text()
+    assert "first ran" in log and "second ran" in log
+    assert "ran" not in root.console.read_text()
+    assert result.stdout == ""  # cloud-init copies the runner's stdout to the console
+
+
+def test_log_is_private(root: Root) -> None:
+    root.phase("10-a.sh", "echo hello")
+    assert root.run().returncode == 0
+    assert stat.S_IMODE(root.log.stat().st_mode) == 0o600
+    assert stat.S_IMODE(root.log.parent.stat().st_mode) == 0o700
+
+
+def test_finished_phases_leave_stamps_and_are_skipped_on_a_rerun(root: Root) -> None:
+    root.phase("10-count.sh", 'echo x >> "$STACKSEED_ROOT/count"')
+    assert root.run().returncode == 0
+    assert (root.done / "10-count").exists()
+
+    root.console.unlink()
+    assert root.run().returncode == 0
+    assert (root.base / "count").read_text().split() == ["x"]
+    assert root.console_lines() == ["STACKSEED node=node7 phase=firstboot status=done"]
+
+
+def test_failure_names_the_phase_shows_its_tail_and_stops(root: Root) -> None:
+    root.phase("10-good.sh", "echo fine")
+    root.phase("20-bad.sh", 'echo "creating bridge"; fail "bridge br-provider is missing"')
+    root.phase("30-never.sh", 'touch "$STACKSEED_ROOT/never"')
+
+    result = root.run()
+
+    assert result.returncode != 0
+    assert not (root.base / "never").exists()
+    assert not (root.done / "20-bad").exists()
+    assert (root.done / "10-good").exists()
+    console = root.console_lines()
+    assert "STACKSEED node=node7 phase=20-bad status=fail" in console
+    assert console[-1] == "STACKSEED node=node7 phase=firstboot status=fail"
+    text = "\n".join(console)
+    assert "failed phase 20-bad: see /var/log/stackseed/firstboot.log" in text
+    assert "bridge br-provider is missing" in text
+    assert "fine" not in text  # only the failing phase's lines
+
+
+def test_a_failed_phase_runs_again_and_the_rest_follow(root: Root) -> None:
+    flag = root.base / "fixed"
+    root.phase("10-flaky.sh", f'[ -e "{flag}" ] || fail "not yet"')
+    root.phase("20-after.sh", "echo after")
+    assert root.run().returncode != 0
+    flag.touch()
+    assert root.run().returncode == 0
+    assert (root.done / "20-after").exists()
+
+
+def test_secrets_never_reach_log_or_console_even_from_a_careless_phase(root: Root) -> None:
+    root.phase(
+        "10-leaky.sh",
+        'pw=$(secret rabbit_password); echo "password is $pw"; echo "url rabbit://u:$pw@h" >&2; '
+        'fail "giving up with $pw"',
+    )
+    result = root.run()
+    assert result.returncode != 0
+    assert SECRET not in root.log.read_text()
+    assert SECRET not in root.console.read_text()
+    assert SECRET not in result.stdout + result.stderr
+    assert "password is ***" in root.log.read_text()
+
+
+def test_missing_phase_dir_fails(root: Root) -> None:
+    shutil.rmtree(root.phases)
+    result = root.run()
+    assert result.returncode != 0
+    assert "phase=firstboot status=fail" in root.console.read_text()

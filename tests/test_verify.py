@@ -1,0 +1,205 @@
+"""lab verify's pure parts: judging, rows, JSON, cleanup order, the CLI's exit code.
+
+Checks against a real cloud run in the e2e chain; here the cloud-facing functions are replaced
+by plain callables (named so), and the judging logic is fed plain data.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from builder import cli_verify, verify
+from builder.loader import load
+from builder.paths import DEFAULT_TOPOLOGY
+from builder.plan import make_plan
+from builder.verify import CheckFailed, Context, Row
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return make_plan(load(DEFAULT_TOPOLOGY))
+
+
+def ctx(plan) -> Context:
+    return Context(conn=None, plan=plan, password="x", timeout=1)
+
+
+def test_expected_agents_follow_roles_and_backend(plan) -> None:
+    wanted = verify.expected_agents(plan)
+    assert wanted["controller"] == {
+        "Open vSwitch agent",
+        "DHCP agent",
+        "L3 agent",
+        "Metadata agent",
+    }
+    assert wanted["compute1"] == {"Open vSwitch agent"}
+    assert "block1" not in wanted
+
+
+def test_judge_agents_names_what_is_missing_or_dead(plan) -> None:
+    wanted = verify.expected_agents(plan)
+    agents = [
+        {"host": "controller.lab.test", "agent_type": t, "is_alive": True}
+        for t in wanted["controller"]
+    ] + [{"host": "compute1", "agent_type": "Open vSwitch agent", "is_alive": False}]
+    with pytest.raises(CheckFailed, match=r"Open vSwitch agent@compute1.*down"):
+        verify.judge_agents(wanted, agents)
+    agents[-1]["is_alive"] = True
+    assert verify.judge_agents(wanted, agents) == "5 agents alive on 2 nodes"
+
+
+def test_judge_services_wants_up_and_enabled_on_every_node() -> None:
+    services = [
+        {"binary": "cinder-volume", "host": "block1@lvm", "state": "up", "status": "enabled"},
+        {"binary": "cinder-scheduler", "host": "controller", "state": "up", "status": "enabled"},
+    ]
+    assert "block1" in verify.judge_services("cinder-volume", ["block1"], services)
+    with pytest.raises(CheckFailed, match="block2"):
+        verify.judge_services("cinder-volume", ["block1", "block2"], services)
+    services[0]["state"] = "down"
+    with pytest.raises(CheckFailed, match="block1"):
+        verify.judge_services("cinder-volume", ["block1"], services)
+    with pytest.raises(CheckFailed, match="no node"):
+        verify.judge_services("cinder-volume", [], services)
+
+
+def test_judge_hypervisors_compares_short_names() -> None:
+    assert "compute1" in verify.judge_hypervisors(["compute1"], ["compute1.lab.test"])
+    with pytest.raises(CheckFailed, match="compute2"):
+        verify.judge_hypervisors(["compute1", "compute2"], ["compute1"])
+
+
+def test_judge_catalog_needs_every_service() -> None:
+    full = {t: [f"http://10.0.0.11/{t}"] for t in verify.REQUIRED_SERVICES}
+    assert len(verify.judge_catalog(full)) == len(verify.REQUIRED_SERVICES)
+    del full["volumev3"]
+    with pytest.raises(CheckFailed, match="volumev3"):
+        verify.judge_catalog(full)
+
+
+LOGIN_PAGE = """
+<form id="splash-login" action="/horizon/auth/login/" method="POST">
+<input type="hidden" name="csrfmiddlewaretoken" value="tok123">
+<input type="hidden" name="region" value="http://10.0.0.11:5000/v3" id="id_region">
+<button id="loginBtn" type="submit">Sign In</button>
+</form>
+"""
+
+
+def test_login_form_carries_csrf_and_region() -> None:
+    form = verify.login_form(LOGIN_PAGE, "admin", "pw")
+    assert form["csrfmiddlewaretoken"] == "tok123"
+    assert form["region"] == "http://10.0.0.11:5000/v3"
+    assert form["domain"] == "Default"
+    with pytest.raises(CheckFailed, match="CSRF"):
+        verify.login_form("<html>nothing</html>", "admin", "pw")
+
+
+def test_login_succeeded_only_off_the_login_page() -> None:
+    assert verify.login_succeeded("http://h/horizon/project/", "<html>Overview</html>")
+    assert not verify.login_succeeded("http://h/horizon/auth/login/", LOGIN_PAGE)
+    assert not verify.login_succeeded("http://h/horizon/", LOGIN_PAGE)
+
+
+def test_run_checks_keeps_going_and_cleans_up_newest_first(plan) -> None:
+    order: list[str] = []
+    context = ctx(plan)
+
+    def makes_two(c: Context) -> str:
+        c.on_cleanup("first", lambda: order.append("first"))
+        c.on_cleanup("second", lambda: order.append("second"))
+        raise CheckFailed("went wrong after creating things")
+
+    def crashes(c: Context) -> str:
+        raise RuntimeError("sdk exploded")
+
+    rows = verify.run_checks(context, [("a", makes_two), ("b", crashes), ("c", lambda c: "fine")])
+    assert [(r.name, r.ok) for r in rows] == [("a", False), ("b", False), ("c", True)]
+    assert rows[1].detail == "RuntimeError: sdk exploded"
+    assert order == ["second", "first"]
+    assert not verify.all_ok(rows)
+
+
+def test_cleanup_failure_becomes_a_failing_row(plan) -> None:
+    context = ctx(plan)
+
+    def leaky(c: Context) -> str:
+        c.on_cleanup("volume", lambda: (_ for _ in ()).throw(RuntimeError("still attached")))
+        return "made a volume"
+
+    rows = verify.run_checks(context, [("v", leaky)])
+    assert rows[-1] == Row("cleanup", False, "volume: RuntimeError: still attached")
+
+
+def test_json_output_shape() -> None:
+    rows = [Row("token", True, "ok", 0.123), Row("server", False, "timed out", 900)]
+    data = json.loads(verify.to_json(rows))
+    assert data == {
+        "ok": False,
+        "checks": [
+            {"name": "token", "ok": True, "detail": "ok", "seconds": 0.1},
+            {"name": "server", "ok": False, "detail": "timed out", "seconds": 900},
+        ],
+    }
+    assert json.loads(verify.to_json(rows[:1]))["ok"] is True
+    assert not verify.all_ok([])  # no checks ran: not a pass
+
+
+def test_wait_until_times_out_naming_what(monkeypatch) -> None:
+    with pytest.raises(CheckFailed, match="waiting for the banner"):
+        verify.wait_until("the banner", 0.05, lambda: False, interval=0.01)
+    assert verify.wait_until("x", 1, lambda: "yes", interval=0.01) == "yes"
+
+
+def test_deep_adds_console_and_ping() -> None:
+    names = [n for n, _ in verify.checks(deep=False)]
+    assert names[:2] == ["token", "catalog"] and "ping" not in names
+    assert [n for n, _ in verify.checks(deep=True)][-2:] == ["console", "ping"]
+
+
+def test_missing_clouds_yaml_is_a_prerequisite_error(tmp_path: Path) -> None:
+    from builder.errors import PrerequisiteError
+
+    with pytest.raises(PrerequisiteError, match="lab up"):
+        verify.connect(tmp_path / "clouds.yaml", "stackseed")
+
+
+def _group() -> click.Group:
+    @click.group()
+    def lab() -> None:
+        pass
+
+    cli_verify.register(lab)
+    return lab
+
+
+def test_cli_json_and_exit_code(monkeypatch, tmp_path: Path) -> None:
+    # Stand-in for the cloud: verify() itself is replaced, the CLI around it is real.
+    results = {"rows": [Row("token", True, "ok"), Row("server", False, "no image")]}
+    seen = {}
+
+    def fake_verify(plan, clouds_yaml, *, deep, timeout):
+        seen.update(clouds_yaml=clouds_yaml, deep=deep, timeout=timeout)
+        return results["rows"]
+
+    monkeypatch.setattr(cli_verify, "verify", fake_verify)
+    runner = CliRunner()
+    args = ["verify", "-t", str(DEFAULT_TOPOLOGY), "--state-dir", str(tmp_path), "--json"]
+    failed = runner.invoke(_group(), args)
+    assert failed.exit_code == 1
+    assert json.loads(failed.output)["ok"] is False
+    assert seen["clouds_yaml"] == tmp_path / "stackseed" / "clouds.yaml"
+
+    results["rows"] = [Row("token", True, "ok")]
+    custom = tmp_path / "mine.yaml"
+    passed = runner.invoke(_group(), [*args, "--deep", "--cloud-config", str(custom)])
+    assert passed.exit_code == 0, passed.output
+    assert seen == {"clouds_yaml": custom, "deep": True, "timeout": 900.0}
+
+    table = runner.invoke(_group(), args[:-1])
+    assert "token" in table.output and "pass" in table.output
