@@ -52,8 +52,8 @@ def _describe(exc: ValidationError, source: str, data: Any, lines: dict[Path_, i
     for err in exc.errors():
         loc = _trim(err["loc"])
         cause = (err.get("ctx") or {}).get("error")
-        if loc == () and hasattr(cause, "loc"):
-            loc = cause.loc
+        if hasattr(cause, "loc"):
+            loc = cause.loc  # always the full path from the top of the file
         line = _line_for(loc, lines)
         where = f"{source}:{line}" if line else source
         key = _dotted(loc, data)

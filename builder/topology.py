@@ -61,6 +61,18 @@ class Lab(_Strict):
             _dns_label(part)
         return value
 
+    @model_validator(mode="after")
+    def _backend_exists(self) -> Lab:
+        # Neutron removed its Linux bridge ML2 driver in 2025.1; trixie ships no agent for it.
+        if self.release == "trixie" and self.neutron_backend == "linuxbridge":
+            raise At(
+                "lab.neutron_backend: linuxbridge was removed from neutron in 2025.1, which "
+                "trixie ships; use openvswitch, or release: bookworm (Zed) for Linux bridge",
+                "lab",
+                "neutron_backend",
+            )
+        return self
+
 
 class Network(_Strict):
     name: Label
@@ -295,7 +307,9 @@ class Topology(_Strict):
 
 
 class At(ValueError):
-    """A model-level problem that knows which key of the file it is about (for the line)."""
+    """A model-level problem that knows which key of the file it is about (for the line).
+
+    `loc` is the full path from the top of the file, whichever model raises it."""
 
     def __init__(self, message: str, *loc: str | int) -> None:
         super().__init__(message)

@@ -46,6 +46,7 @@ def test_role_defaults_fill_nics_memory_cpus() -> None:
 
 def test_facts_describe_cluster_without_secrets() -> None:
     text = DEFAULT.read_text().replace("backend: openvswitch", "backend: linuxbridge")
+    text = text.replace("release: trixie", "release: bookworm")
     plan = make_plan(parse(text, "t.yaml"))
     facts = node_facts(plan, plan.node("compute1"), nested_virt=True)
     assert facts["neutron_backend"] == "linuxbridge" and facts["nested_virt"] is True
