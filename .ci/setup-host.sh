@@ -33,7 +33,7 @@ python3 -m pip install -q --disable-pip-version-check -e "$repo[test,libvirt]"
 # No systemd on the build hosts: start libvirt's daemons by hand when they are not running.
 if ! virsh -c qemu:///system version >/dev/null 2>&1; then
   echo "setup: starting virtlogd and libvirtd"
-  mkdir -p /run/libvirt
+  mkdir -p /run/libvirt /var/lib/libvirt/dnsmasq
   pgrep -x virtlogd >/dev/null || virtlogd -d
   pgrep -x libvirtd >/dev/null || libvirtd -d
   for _ in $(seq 1 50); do

@@ -1,0 +1,85 @@
+"""Reading a node's boot from its serial console log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vms.console import LogReader, scan, tail
+
+BOOT = """\
+[    0.000000] Linux version 6.12.38+deb13-amd64 (debian-kernel@lists.debian.org)
+[    3.1] Run /init as init process
+Cloud-init v. 25.1.4-1 running 'init-local' at Tue, 25 Nov 2025 01:00:05 +0000. Up 9.10 seconds.
+Cloud-init v. 25.1.4-1 running 'init' at Tue, 25 Nov 2025 01:00:12 +0000. Up 16.31 seconds.
+ci-info: ++++++++++++++++++++++Net device info++++++++++++++++++++++
+Cloud-init v. 25.1.4-1 running 'modules:config' at Tue, 25 Nov 2025 01:00:30 +0000. Up 34.0 seconds.
+Cloud-init v. 25.1.4-1 running 'modules:final' at Tue, 25 Nov 2025 01:00:49 +0000. Up 52.95 seconds.
+"""
+FINISHED = (
+    "Cloud-init v. 25.1.4-1 finished at Tue, 25 Nov 2025 01:00:51 +0000. "
+    "Datasource DataSourceNoCloud [seed=/dev/sr0].  Up 55.02 seconds\n"
+)
+
+
+def test_cloud_init_stages_in_order():
+    progress = scan(BOOT)
+    assert progress.history == [
+        "kernel",
+        "cloud-init:local",
+        "cloud-init:network",
+        "cloud-init:config",
+        "cloud-init:final",
+    ]
+    assert progress.final and progress.final_uptime == 52.95
+    assert progress.reached("final") and not progress.reached("ready")
+
+
+def test_plain_seed_is_ready_when_cloud_init_finishes():
+    progress = scan(BOOT + FINISHED)
+    assert progress.phase == "cloud-init:done" and progress.reached("ready")
+
+
+def test_firstboot_markers_decide_readiness():
+    running = BOOT + "STACKSEED node=block1 phase=10-lvm status=start\n"
+    assert scan(running).phase == "firstboot:10-lvm"
+    assert not scan(running).reached("ready")
+    done = running + (
+        "STACKSEED node=block1 phase=10-lvm status=done\n"
+        "STACKSEED node=block1 phase=firstboot status=done\n" + FINISHED
+    )
+    assert scan(done).reached("ready") and scan(done).phase == "ready"
+
+
+def test_a_failed_phase_fails_the_node_with_its_line():
+    text = (
+        BOOT
+        + "STACKSEED node=c phase=20-nova status=start\n"
+        + "STACKSEED node=c phase=20-nova status=fail\n"
+    )
+    progress = scan(text)
+    assert progress.failed == "STACKSEED node=c phase=20-nova status=fail"
+    assert progress.phase == "firstboot:20-nova"
+
+
+def test_cloud_init_finishing_while_firstboot_never_reported_is_a_failure():
+    text = BOOT + "STACKSEED node=c phase=20-nova status=start\n" + FINISHED
+    assert scan(text).failed is not None
+
+
+def test_kernel_panic_fails_the_node():
+    text = "Linux version 6.1\nKernel panic - not syncing: VFS: Unable to mount root fs\n"
+    assert scan(text).failed.startswith("Kernel panic")
+
+
+def test_log_reader_returns_only_new_complete_lines(tmp_path: Path):
+    log = tmp_path / "node.log"
+    reader = LogReader(log)
+    assert reader.new_lines() == []
+    log.write_bytes(b"one\r\ntw")
+    assert reader.new_lines() == ["one"]
+    with log.open("ab") as handle:
+        handle.write(b"o\nthree\n")
+    assert reader.new_lines() == ["two", "three"]
+    log.write_bytes(b"again\n")  # a restarted domain truncates its log
+    assert reader.new_lines() == ["again"]
+    assert tail(log, 5) == ["again"]

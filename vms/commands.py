@@ -1,0 +1,280 @@
+"""The `lab up / down / status / console / ssh / doctor` commands; the lead's `lab` group adds
+them with `register(group)`."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import libvirt
+from rich.live import Live
+from rich.table import Table
+
+from builder.cli_common import Lab, err, out, topology_options
+from builder.errors import PrerequisiteError, StackseedError
+from builder.seed import write_all_seeds
+from vms import doctor as doctor_mod
+from vms import domains, launcher, ssh, watch
+from vms.accel import Accel, choose
+from vms.connect import is_local, is_test_driver, open_connection, resolve_uri
+from vms.console import Progress, follow
+from vms.images import find_image
+from vms.storage import default_pool_dir
+
+
+def connect_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--connect",
+        "-c",
+        metavar="URI",
+        default=None,
+        help="libvirt URI [default: $LIBVIRT_DEFAULT_URI, else qemu:///system].",
+    )(func)
+
+
+def _accel(conn: libvirt.virConnect, uri: str, requested: str) -> Accel:
+    if is_test_driver(conn):
+        return Accel("tcg", False, "libvirt test driver: nothing runs")
+    chosen = choose(None if requested == "auto" else requested, local=is_local(uri))  # type: ignore[arg-type]
+    if chosen.fell_back:
+        err.print(f"[yellow]warning:[/yellow] {chosen.reason}; using TCG")
+    return chosen
+
+
+@click.command("up")
+@topology_options
+@connect_option
+@click.option(
+    "--accel",
+    type=click.Choice(["auto", "kvm", "tcg"]),
+    default="auto",
+    show_default=True,
+    help="KVM where it really works, else TCG.",
+)
+@click.option("--wait", is_flag=True, help="Follow every node's boot; fail on a node that fails.")
+@click.option(
+    "--until",
+    type=click.Choice(["ready", "final"]),
+    default="ready",
+    show_default=True,
+    help="With --wait: first boot complete, or only cloud-init's final stage begun.",
+)
+@click.option("--timeout", type=float, default=1800, show_default=True, help="Seconds to --wait.")
+@click.option(
+    "--nat",
+    is_flag=True,
+    help="Opt-in: let the management network reach the outside world through the host (NAT).",
+)
+@click.option("--images-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option(
+    "--pool-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Directory of the lab's storage pool [default: /var/lib/libvirt/images/stackseed-LAB].",
+)
+def up(
+    lab: Lab,
+    connect: str | None,
+    accel: str,
+    wait: bool,
+    until: str,
+    timeout: float,
+    nat: bool,
+    images_dir: Path | None,
+    pool_dir: Path | None,
+) -> None:
+    """Create (or converge) the lab's networks, disks and VMs, and start them."""
+    plan = lab.plan
+    uri = resolve_uri(connect)
+    images = {
+        role: find_image(plan.topology.lab.release, role, images_dir)
+        for role in sorted({n.role for n in plan.nodes})
+    }
+    conn = open_connection(uri)
+    chosen = _accel(conn, uri, accel)
+    if nat:
+        err.print("[yellow]warning:[/yellow] --nat: the management network is routed outside")
+    seeds = write_all_seeds(plan, lab.state, nested_virt=chosen.nested_virt)
+    launch = launcher.Launch(
+        plan=plan,
+        state=lab.state,
+        images=images,
+        seeds=seeds,
+        accel=chosen,
+        pool_dir=pool_dir or default_pool_dir(uri, plan.lab),
+        nat=nat,
+    )
+    report = launcher.up(conn, launch)
+    for change in report.changes:
+        out.print(f"  {change}")
+    for warning in report.warnings:
+        err.print(f"[yellow]warning:[/yellow] {warning}")
+    if report.changes:
+        out.print(f"lab {plan.lab} is up on {uri} ({chosen.mode.upper()})")
+    else:
+        out.print(f"lab {plan.lab} is already up on {uri}: nothing changed")
+    if wait:
+        _wait(conn, lab, until, timeout)
+
+
+def _wait(conn: libvirt.virConnect, lab: Lab, until: str, timeout: float) -> None:
+    rows: dict[str, tuple[str, str]] = {n.name: ("starting", "") for n in lab.plan.nodes}
+    roles = {n.name: n.role for n in lab.plan.nodes}
+
+    def table() -> Table:
+        grid = Table(box=None, pad_edge=False)
+        for column in ("node", "role", "phase", "at"):
+            grid.add_column(column)
+        for name, (phase, at) in rows.items():
+            grid.add_row(name, roles[name], phase, at)
+        return grid
+
+    live = Live(table(), console=out, transient=False) if out.is_terminal else None
+
+    def update(name: str, progress: Progress, elapsed: float) -> None:
+        phase = progress.phase if not progress.reached(until) else f"{progress.phase} ✓"
+        rows[name] = (phase, f"{elapsed:.0f}s")
+        if live is not None:
+            live.update(table())
+        else:
+            out.print(f"  {elapsed:5.0f}s {name}: {phase}")
+
+    if live is not None:
+        live.start()
+    try:
+        reached = watch.wait(
+            conn, lab.plan, lab.state, until=until, timeout=timeout, on_update=update
+        )
+    finally:
+        if live is not None:
+            live.stop()
+    slowest = max(reached.values(), default=0.0)
+    out.print(f"all {len(reached)} node(s) {until} after {slowest:.0f}s")
+
+
+@click.command("down")
+@topology_options
+@connect_option
+def down(lab: Lab, connect: str | None) -> None:
+    """Remove every VM, network, volume and seed of the lab, orphans included."""
+    conn = open_connection(resolve_uri(connect))
+    report = launcher.down(conn, lab.plan.lab, lab.state)
+    for change in report.changes:
+        out.print(f"  {change}")
+    if report.changes:
+        out.print(f"lab {lab.plan.lab} is down")
+    else:
+        out.print(f"lab {lab.plan.lab} has nothing in libvirt: nothing to remove")
+
+
+@click.command("status")
+@topology_options
+@connect_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(lab: Lab, connect: str | None, as_json: bool) -> None:
+    """Each node's role, VM state, addresses and boot phase."""
+    conn = open_connection(resolve_uri(connect))
+    rows = launcher.status(conn, lab.plan, lab.state)
+    if as_json:
+        click.echo(json.dumps([row.as_dict() for row in rows], indent=2))
+        return
+    grid = Table(box=None, pad_edge=False)
+    for column in ("node", "role", "state", "ips", "phase"):
+        grid.add_column(column)
+    for row in rows:
+        phase = f"[red]failed: {row.failed}[/red]" if row.failed else row.phase
+        name = row.name if row.in_topology else f"{row.name} (not in topology)"
+        grid.add_row(name, row.role, row.state, " ".join(row.ips), phase)
+    out.print(grid)
+
+
+@click.command("console")
+@topology_options
+@connect_option
+@click.argument("node")
+@click.option("--follow/--no-follow", "follow_log", default=True, help="Keep printing new lines.")
+@click.option("--lines", "-n", type=int, default=50, show_default=True)
+def console(lab: Lab, connect: str | None, node: str, follow_log: bool, lines: int) -> None:
+    """Print NODE's serial console log, and follow it while the VM runs."""
+    names = [n.name for n in lab.plan.nodes]
+    if node not in names:
+        raise StackseedError(f"no node {node!r} in the lab", fix=f"pick one of: {', '.join(names)}")
+    path = lab.state.console_log(node)
+    if not path.exists():
+        raise StackseedError(f"no console log for {node} yet ({path})", fix="run 'lab up' first")
+    conn = open_connection(resolve_uri(connect)) if follow_log else None
+
+    def stopped() -> bool:
+        if conn is None:
+            return True
+        dom = domains.owned(conn, lab.plan.lab).get(node)
+        return dom is None or not dom.isActive()
+
+    try:
+        for line in follow(path, stop=stopped, start_lines=lines):
+            click.echo(line)
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+@click.command("ssh", context_settings={"ignore_unknown_options": True})
+@topology_options
+@click.argument("node")
+@click.argument("remote", nargs=-1, type=click.UNPROCESSED)
+def ssh_cmd(lab: Lab, node: str, remote: tuple[str, ...]) -> None:
+    """Log in to NODE (or run a command there) with the lab key, its host key pinned."""
+    ssh.exec_ssh(lab.plan, lab.state, node, remote)
+
+
+@click.command("doctor")
+@topology_options
+@connect_option
+@click.option("--images-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--pool-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+def doctor(lab: Lab, connect: str | None, images_dir: Path | None, pool_dir: Path | None) -> None:
+    """Check libvirt, qemu, acceleration, disk, memory and the role images for this topology."""
+    uri = resolve_uri(connect)
+    checks = doctor_mod.run_checks(
+        lab.plan, uri, pool_dir or default_pool_dir(uri, lab.plan.lab), images_dir
+    )
+    for check in checks:
+        mark = "[green]ok[/green]  " if check.ok else "[red]FAIL[/red]"
+        out.print(f"{mark} {check.name}: {check.detail}", soft_wrap=True)
+        if not check.ok and check.fix:
+            out.print(f"       fix: {check.fix}", soft_wrap=True)
+    failed = [c.name for c in checks if not c.ok]
+    if failed:
+        raise PrerequisiteError(f"{len(failed)} check(s) failed: {', '.join(failed)}")
+
+
+COMMANDS = (up, down, status, console, ssh_cmd, doctor)
+
+
+def _explained(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """libvirt's own errors become a sentence and an exit code, like every other failure."""
+
+    @functools.wraps(callback)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except libvirt.libvirtError as exc:
+            raise StackseedError(
+                f"libvirt: {exc.get_error_message()}",
+                fix="'lab doctor' checks the host; re-running the command is safe",
+            ) from None
+
+    return wrapper
+
+
+for _command in COMMANDS:
+    _command.callback = _explained(_command.callback)  # type: ignore[arg-type]
+
+
+def register(group: click.Group) -> None:
+    for command in COMMANDS:
+        group.add_command(command)

@@ -1,0 +1,158 @@
+"""What a node's serial console says about its boot: kernel, cloud-init stages, first-boot phases.
+
+The guest prints `STACKSEED node=<n> phase=<p> status=start|done|fail` per first-boot phase and
+`phase=firstboot status=done|fail` at the end; cloud-init prints its own stage lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MARKER = re.compile(
+    r"STACKSEED node=(?P<node>\S+) phase=(?P<phase>\S+) status=(?P<status>start|done|fail)\b"
+)
+CLOUD_INIT_STAGE = re.compile(r"Cloud-init v\. \S+ running '(?P<stage>[^']+)'")
+CLOUD_INIT_FINISHED = re.compile(r"Cloud-init v\. \S+ finished at")
+UPTIME = re.compile(r"Up (?P<up>\d+(?:\.\d+)?) seconds")
+KERNEL = re.compile(r"Linux version \d")
+# Lines after which the node will not get further on its own.
+FATAL = (
+    "Kernel panic",
+    "You are in emergency mode",
+    "Give root password for maintenance",
+    "Cannot open root device",
+    "ALERT!  ",  # initramfs-tools could not find the root device
+)
+_STAGES = {
+    "init-local": "cloud-init:local",
+    "init": "cloud-init:network",
+    "modules:config": "cloud-init:config",
+    "modules:final": "cloud-init:final",
+}
+
+
+@dataclass
+class Progress:
+    """A node's boot as read from its console log; feed it lines in order."""
+
+    phase: str = "off"
+    failed: str | None = None  # the line that failed the node
+    final: bool = False  # cloud-init's final stage has begun
+    finished: bool = False  # cloud-init's final stage has finished
+    firstboot: str | None = None  # None: no marker seen; else 'running', 'done' or 'fail'
+    final_uptime: float | None = None
+    history: list[str] = field(default_factory=list)
+
+    def feed(self, line: str) -> None:
+        if self.failed:
+            return
+        if marker := MARKER.search(line):
+            self._marker(marker["phase"], marker["status"], line)
+        elif stage := CLOUD_INIT_STAGE.search(line):
+            self._set(_STAGES.get(stage["stage"], f"cloud-init:{stage['stage']}"))
+            if stage["stage"] == "modules:final":
+                self.final = True
+                if up := UPTIME.search(line):
+                    self.final_uptime = float(up["up"])
+        elif CLOUD_INIT_FINISHED.search(line):
+            self.finished = True
+            if self.firstboot in ("running", None):
+                self._set("cloud-init:done")
+            if self.firstboot == "running":
+                self.failed = line.strip()
+                self.phase = "firstboot (never reported done)"
+        elif KERNEL.search(line) and self.phase == "off":
+            self._set("kernel")
+        elif any(text in line for text in FATAL):
+            self.failed = line.strip()
+
+    def _marker(self, phase: str, status: str, line: str) -> None:
+        if phase == "firstboot":
+            self.firstboot = "done" if status == "done" else "fail"
+            self._set("ready" if status == "done" else "firstboot")
+        else:
+            self.firstboot = self.firstboot or "running"
+            self._set(f"firstboot:{phase}")
+        if status == "fail":
+            self.failed = line.strip()
+
+    def _set(self, phase: str) -> None:
+        if phase != self.phase:
+            self.phase = phase
+            self.history.append(phase)
+
+    def reached(self, until: str) -> bool:
+        """until: 'final' (cloud-init's final stage began) or 'ready' (first boot complete)."""
+        if until == "final":
+            return self.final
+        return self.firstboot == "done" or (self.finished and self.firstboot is None)
+
+
+def scan(text: str) -> Progress:
+    progress = Progress()
+    for line in text.splitlines():
+        progress.feed(line)
+    return progress
+
+
+def read_progress(path: Path) -> Progress:
+    try:
+        return scan(path.read_text(errors="replace"))
+    except OSError:
+        return Progress()
+
+
+def tail(path: Path, lines: int = 20) -> list[str]:
+    try:
+        with path.open(errors="replace") as handle:
+            return [line.rstrip("\n") for line in deque(handle, maxlen=lines)]
+    except OSError:
+        return []
+
+
+class LogReader:
+    """Reads what a console log gained since the last call (the file may not exist yet)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self._partial = ""
+
+    def new_lines(self) -> list[str]:
+        try:
+            with self.path.open("rb") as handle:
+                size = handle.seek(0, 2)
+                if size < self.offset:  # truncated: the domain was restarted
+                    self.offset, self._partial = 0, ""
+                handle.seek(self.offset)
+                data = handle.read()
+        except OSError:
+            return []
+        self.offset += len(data)
+        text = self._partial + data.decode(errors="replace")
+        lines = text.split("\n")
+        self._partial = lines.pop()
+        return [line.rstrip("\r") for line in lines]
+
+
+def follow(
+    path: Path, *, stop: Callable[[], bool], interval: float = 0.5, start_lines: int = 50
+) -> Iterator[str]:
+    """The last `start_lines` lines, then every new line until stop() (like tail -F)."""
+    yield from tail(path, start_lines)
+    reader = LogReader(path)
+    with contextlib.suppress(OSError):
+        reader.offset = path.stat().st_size
+    while True:
+        lines = reader.new_lines()
+        yield from lines
+        if not lines:
+            if stop():
+                return
+            time.sleep(interval)

@@ -1,0 +1,129 @@
+"""`lab doctor`: can this host run the lab? Each check says what it found and how to fix it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import libvirt
+
+from builder.errors import StackseedError
+from builder.plan import Plan
+from builder.sizes import format_size
+from vms import accel, images
+from vms.connect import is_local, open_connection
+
+# Room an overlay grows into over a first boot (packages are in the image; logs and databases
+# are not).
+OVERLAY_GROWTH = 2 << 30
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def run_checks(plan: Plan, uri: str, pool_dir: Path, images_dir: Path | None) -> list[Check]:
+    checks = []
+    conn = None
+    try:
+        conn = open_connection(uri)
+        version = conn.getLibVersion()
+        checks.append(
+            Check("libvirt", True, f"{uri} answers (libvirt {_version(version)}, {conn.getType()})")
+        )
+    except StackseedError as exc:
+        checks.append(Check("libvirt", False, exc.message, exc.fix or ""))
+    local = is_local(uri)
+    checks.append(_qemu(local))
+    checks.append(_accel(local))
+    found: dict[str, images.RoleImage] = {}
+    for role in sorted({n.role for n in plan.nodes}):
+        try:
+            image = images.find_image(plan.topology.lab.release, role, images_dir)
+        except StackseedError as exc:
+            checks.append(Check(f"image {role}", False, exc.message, exc.fix or ""))
+            continue
+        bad = images.verify(image)
+        if bad:
+            checks.append(
+                Check(
+                    f"image {role}",
+                    False,
+                    f"sha256 of {', '.join(bad)} does not match {image.directory}/image.json",
+                    f"rebuild it: build-images --role {role}",
+                )
+            )
+        else:
+            found[role] = image
+            checks.append(Check(f"image {role}", True, f"{image.directory} (key {image.key[:12]})"))
+    checks.append(_disk(plan, pool_dir, found))
+    checks.append(_memory(plan, conn, local))
+    return checks
+
+
+def _version(number: int) -> str:
+    return f"{number // 1000000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+def _qemu(local: bool) -> Check:
+    if not local:
+        return Check("qemu", True, "remote host: not checked from here")
+    qemu = accel.qemu_binary()
+    if qemu is None:
+        return Check(
+            "qemu", False, "qemu-system-x86_64 not found", "apt-get install qemu-system-x86"
+        )
+    out = subprocess.run(
+        [qemu, "--version"],
+        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return Check("qemu", out.returncode == 0, f"{qemu}: {out.stdout.splitlines()[0]}")
+
+
+def _accel(local: bool) -> Check:
+    chosen = accel.choose(None, local=local)
+    nested = ", nested virt for guests" if chosen.nested_virt else ""
+    return Check("acceleration", True, f"{chosen.mode.upper()}{nested}: {chosen.reason}")
+
+
+def _disk(plan: Plan, pool_dir: Path, found: dict[str, images.RoleImage]) -> Check:
+    need = sum(p.stat().st_size for image in found.values() for p in image.files)
+    need += OVERLAY_GROWTH * len(plan.nodes)
+    need += sum(d.size for node in plan.nodes for d in node.disks)
+    probe = pool_dir
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    return Check(
+        "disk",
+        free >= need,
+        f"{format_size(free >> 20 << 20)} free at {probe}, the lab may use up to "
+        f"{format_size(need >> 20 << 20)} (images, overlays, sparse disks at full size)",
+        "free space there, or shrink the topology's disks",
+    )
+
+
+def _memory(plan: Plan, conn: libvirt.virConnect | None, local: bool) -> Check:
+    need = sum(node.memory for node in plan.nodes)
+    if local:
+        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        free = int(fields["MemAvailable"].split()[0]) * 1024
+    elif conn is not None:
+        free = conn.getFreeMemory()
+    else:
+        return Check("memory", False, "cannot tell: libvirt is unreachable")
+    return Check(
+        "memory",
+        free >= need,
+        f"{format_size(free >> 20 << 20)} available, the nodes want {format_size(need)}",
+        "give nodes less 'memory:' in the topology, or remove nodes",
+    )

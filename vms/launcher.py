@@ -1,0 +1,334 @@
+"""up / down / status: converge libvirt onto a Plan, and take a lab away without leftovers.
+
+Order matters for `lab up` being safe to kill at any point:
+  pool, networks -> every node's volumes -> per node: define, start.
+A node's domain is defined only once its volumes are complete, so on a re-run a node without a
+domain gets fresh volumes, and a base image is trusted only when a defined domain uses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libvirt
+
+from builder.errors import StackseedError
+from builder.plan import Plan, PlannedNode
+from builder.state import LabState
+from vms import domains, networks, storage
+from vms.accel import Accel
+from vms.console import Progress, read_progress
+from vms.images import RoleImage
+from vms.naming import base_volume, disk_volume, root_volume, seed_volume
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Report:
+    changes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def did(self, what: str) -> None:
+        log.info("%s", what)
+        self.changes.append(what)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything `up` needs besides the connection: resolved before anything is touched."""
+
+    plan: Plan
+    state: LabState
+    images: dict[str, RoleImage]  # by role
+    seeds: dict[str, Path]  # by node
+    accel: Accel
+    pool_dir: Path
+    nat: bool = False
+
+
+def _noop(_step: str) -> None:
+    return None
+
+
+def up(
+    conn: libvirt.virConnect, launch: Launch, *, checkpoint: Callable[[str], None] = _noop
+) -> Report:
+    """Make libvirt match the plan; a second run on an unchanged lab changes nothing."""
+    plan, report = launch.plan, Report()
+    seed_sha = {name: _sha256(path) for name, path in launch.seeds.items()}
+    records = {
+        node.name: domains.spec(
+            plan, node, launch.images[node.role], launch.accel, seed_sha[node.name]
+        )
+        for node in plan.nodes
+    }
+    existing = domains.owned(conn, plan.lab)
+    _preflight(conn, launch, existing, records, report)
+
+    # Nodes that left the topology go first: their networks may be going too.
+    for name in sorted(set(existing) - {n.name for n in plan.nodes}):
+        domains.remove(existing.pop(name))
+        report.did(f"domain {name}: removed (no longer in the topology)")
+
+    pool, created = storage.ensure_pool(conn, plan.lab, launch.pool_dir)
+    if created:
+        report.did(f"pool {pool.name()}: created at {launch.pool_dir}")
+    owned_nets = networks.owned(conn, plan.lab)
+    for name in sorted(set(owned_nets) - {n.name for n in plan.networks}):
+        networks.remove(owned_nets.pop(name))
+        report.did(f"network {name}: removed (no longer in the topology)")
+    for net in plan.networks:
+        wanted = networks.desired_xml(plan, net, nat=launch.nat)
+        have = owned_nets.get(net.name)
+        if have is not None and networks.differences(have.XMLDesc(0), wanted):
+            networks.remove(have)  # _preflight allowed it: no node of the lab exists
+            report.did(f"network {net.name}: removed to be redefined")
+        action = networks.ensure(conn, plan, net, nat=launch.nat)
+        if action:
+            report.did(f"network {net.name}: {action} (bridge {net.bridge}, host {net.host_ip})")
+    checkpoint("networks")
+
+    fresh = [node for node in plan.nodes if node.name not in existing]
+    bases = _ensure_bases(conn, pool, launch, existing, fresh, report)
+    _remove_orphan_volumes(pool, plan, existing, bases, report)
+    volumes = {node.name: _node_volumes(conn, pool, launch, node, bases) for node in fresh}
+    for node in fresh:
+        report.did(f"volumes of {node.name}: created")
+    checkpoint("volumes")
+
+    for node in plan.nodes:
+        dom = existing.get(node.name)
+        if dom is None:
+            logs = launch.state.console_log(node.name).parent
+            logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+            xml = domains.desired_xml(
+                plan,
+                node,
+                record=records[node.name],
+                accel=launch.accel,
+                cmdline=launch.images[node.role].cmdline,
+                console_log=launch.state.console_log(node.name),
+                **volumes[node.name],
+            )
+            dom = conn.defineXML(xml)
+            report.did(f"domain {node.name}: defined ({launch.accel.mode})")
+        if not dom.isActive():
+            dom.create()
+            report.did(f"domain {node.name}: started")
+        checkpoint(f"domain:{node.name}")
+    return report
+
+
+def _preflight(
+    conn: libvirt.virConnect,
+    launch: Launch,
+    existing: dict[str, libvirt.virDomain],
+    records: dict[str, dict],
+    report: Report,
+) -> None:
+    """Every reason to refuse, found before anything is created."""
+    plan = launch.plan
+    problems = networks.conflicts(conn, plan)
+    storage.find_pool(conn, plan.lab)  # raises when the name is taken by a foreign pool
+    for node in plan.nodes:
+        if node.name not in existing:
+            continue
+        have = domains.record_of(existing[node.name])
+        changed = domains.differences(have, records[node.name])
+        if changed:
+            problems.append(f"node {node.name} differs from its domain: {'; '.join(changed)}")
+        elif have.get("seed") != records[node.name]["seed"]:
+            report.warnings.append(
+                f"{node.name}: its seed changed, but cloud-init has used the old one; "
+                "'lab down' and 'lab up' rebuild the node with the new one"
+            )
+    owned_nets = networks.owned(conn, plan.lab)
+    for net in plan.networks:
+        have = owned_nets.get(net.name)
+        if have is None:
+            continue
+        wanted = networks.desired_xml(plan, net, nat=launch.nat)
+        changed = networks.differences(have.XMLDesc(0), wanted)
+        if changed and existing:
+            problems.append(f"network {net.name} differs from the lab's: {'; '.join(changed)}")
+    if problems:
+        raise StackseedError(
+            "cannot bring the lab up as the topology says:\n  " + "\n  ".join(problems),
+            fix="revert the topology, or 'lab down' first to rebuild the lab from scratch",
+        )
+
+
+def _ensure_bases(
+    conn: libvirt.virConnect,
+    pool: libvirt.virStoragePool,
+    launch: Launch,
+    existing: dict[str, libvirt.virDomain],
+    fresh: list[PlannedNode],
+    report: Report,
+) -> dict[str, dict[str, str]]:
+    """Per role: paths of the base image, kernel and initrd volumes in the pool."""
+    records = [domains.record_of(dom) for dom in existing.values()]
+    in_use = {(rec.get("role"), rec.get("image")) for rec in records}
+    bases: dict[str, dict[str, str]] = {}
+    for role in sorted({node.role for node in launch.plan.nodes}):
+        image = launch.images[role]
+        trusted = (role, image.key) in in_use
+        paths = {}
+        files = (("qcow2", image.rootfs), ("vmlinuz", image.kernel), ("initrd", image.initrd))
+        for kind, src in files:
+            name = base_volume(role, image.key, kind)
+            vol = storage.lookup(pool, name)
+            if vol is not None and trusted:
+                paths[kind] = vol.path()
+            elif any(n.role == role for n in fresh):
+                paths[kind] = storage.upload(conn, pool, name, src)
+                report.did(f"image {role}: {src.name} copied into the pool")
+        bases[role] = paths
+    return bases
+
+
+def _remove_orphan_volumes(
+    pool: libvirt.virStoragePool,
+    plan: Plan,
+    existing: dict[str, libvirt.virDomain],
+    bases: dict[str, dict[str, str]],
+    report: Report,
+) -> None:
+    """Volumes no defined domain or planned node will use: left by an interrupted `up` or an
+    older image."""
+    keep = {Path(p).name for paths in bases.values() for p in paths.values()}
+    for node in plan.nodes:
+        if node.name in existing:  # its volumes are complete and in use
+            keep |= {root_volume(node.name), seed_volume(node.name)}
+            keep |= {disk_volume(node.name, d.serial) for d in node.disks}
+    for rec in map(domains.record_of, existing.values()):
+        image = rec.get("image", "")
+        keep |= {base_volume(rec.get("role", ""), image, k) for k in ("qcow2", "vmlinuz", "initrd")}
+    for name in storage.volume_names(pool):
+        if name not in keep:
+            storage.delete(pool, name)
+            report.did(f"volume {name}: removed (unused)")
+
+
+def _node_volumes(
+    conn: libvirt.virConnect,
+    pool: libvirt.virStoragePool,
+    launch: Launch,
+    node: PlannedNode,
+    bases: dict[str, dict[str, str]],
+) -> dict:
+    base = bases[node.role]
+    image_size = launch.images[node.role].rootfs
+    root = storage.create(
+        pool, root_volume(node.name), _virtual_size(image_size), "qcow2", backing=base["qcow2"]
+    )
+    disks = [
+        (d.serial, storage.create(pool, disk_volume(node.name, d.serial), d.size, "raw").path())
+        for d in node.disks
+    ]
+    seed = storage.upload(conn, pool, seed_volume(node.name), launch.seeds[node.name])
+    return {
+        "kernel": base["vmlinuz"],
+        "initrd": base["initrd"],
+        "root": root.path(),
+        "disks": disks,
+        "seed": seed,
+    }
+
+
+def _virtual_size(qcow2: Path) -> int:
+    """The virtual size in a qcow2 header (bytes 24-31), so the overlay matches its base."""
+    with qcow2.open("rb") as handle:
+        header = handle.read(32)
+    if header[:4] != b"QFI\xfb":
+        raise StackseedError(f"{qcow2} is not a qcow2 image", fix="rebuild the role image")
+    return int.from_bytes(header[24:32], "big")
+
+
+def _sha256(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise StackseedError(
+            f"seed {path} is missing ({exc.strerror})", fix="run 'lab up' again to write it"
+        ) from None
+
+
+def down(conn: libvirt.virConnect, lab: str, state: LabState | None = None) -> Report:
+    """Remove every domain, network and volume of the lab (named or orphaned) and its seeds."""
+    report = Report()
+    for name, dom in sorted(domains.owned(conn, lab).items()):
+        domains.remove(dom)
+        report.did(f"domain {name}: removed")
+    for name, net in sorted(networks.owned(conn, lab).items()):
+        networks.remove(net)
+        report.did(f"network {name}: removed")
+    pool = storage.find_pool(conn, lab)
+    if pool is not None:
+        name = pool.name()
+        removed = storage.remove_pool(pool)
+        report.did(f"pool {name}: removed with {len(removed)} volume(s)")
+    if state is not None and state.seeds_dir.is_dir():
+        for iso in sorted(state.seeds_dir.glob("*.iso")):
+            iso.unlink()
+            report.did(f"seed {iso.name}: removed")
+    return report
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    name: str
+    role: str
+    state: str
+    ips: tuple[str, ...]
+    phase: str
+    failed: str | None
+    in_topology: bool = True
+
+    def as_dict(self) -> dict:
+        return {
+            "node": self.name,
+            "role": self.role,
+            "state": self.state,
+            "ips": list(self.ips),
+            "phase": self.phase,
+            "failed": self.failed,
+            "in_topology": self.in_topology,
+        }
+
+
+def status(conn: libvirt.virConnect, plan: Plan, state: LabState) -> list[NodeStatus]:
+    existing = domains.owned(conn, plan.lab)
+    rows = []
+    for node in plan.nodes:
+        dom = existing.get(node.name)
+        progress = read_progress(state.console_log(node.name)) if dom else Progress()
+        rows.append(
+            NodeStatus(
+                name=node.name,
+                role=node.role,
+                state=domains.state_of(dom),
+                ips=tuple(n.ip for n in node.nics if n.ip),
+                phase=progress.phase if dom and dom.isActive() else "-",
+                failed=progress.failed,
+            )
+        )
+    for name in sorted(set(existing) - {n.name for n in plan.nodes}):
+        record = domains.record_of(existing[name])
+        rows.append(
+            NodeStatus(
+                name=name,
+                role=record.get("role", "?"),
+                state=domains.state_of(existing[name]),
+                ips=(),
+                phase="-",
+                failed=None,
+                in_topology=False,
+            )
+        )
+    return rows

@@ -1,0 +1,79 @@
+"""`lab up --wait`: follow every node's console until it is ready, fails, stops or times out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import libvirt
+
+from builder.errors import StackseedError, WaitTimeout
+from builder.plan import Plan
+from builder.state import LabState
+from vms import domains
+from vms.console import LogReader, Progress, tail
+
+Update = Callable[[str, Progress, float], None]
+
+
+def wait(
+    conn: libvirt.virConnect,
+    plan: Plan,
+    state: LabState,
+    *,
+    until: str = "ready",
+    timeout: float = 1800.0,
+    on_update: Update | None = None,
+    interval: float = 1.0,
+) -> dict[str, float]:
+    """Seconds from the call until each node reached `until`; raises naming a node that did not."""
+    start = time.monotonic()
+    names = [node.name for node in plan.nodes]
+    readers = {name: LogReader(state.console_log(name)) for name in names}
+    progress = {name: Progress() for name in names}
+    reached: dict[str, float] = {}
+    while True:
+        owned = domains.owned(conn, plan.lab)
+        elapsed = time.monotonic() - start
+        for name in names:
+            if name in reached:
+                continue
+            before = progress[name].phase
+            for line in readers[name].new_lines():
+                progress[name].feed(line)
+            node = progress[name]
+            dom = owned.get(name)
+            if node.failed is None and (dom is None or not dom.isActive()):
+                node.failed = f"the domain is {domains.state_of(dom)}"
+            if node.failed:
+                _fail(state, name, node, f"failed in phase {node.phase}: {node.failed}")
+            if node.reached(until):
+                reached[name] = elapsed
+            if on_update and (node.phase != before or name in reached):
+                on_update(name, node, elapsed)
+        if len(reached) == len(names):
+            return reached
+        if elapsed > timeout:
+            late = [n for n in names if n not in reached]
+            first = late[0]
+            _fail(
+                state,
+                first,
+                progress[first],
+                f"not {until} after {timeout:.0f}s (phase {progress[first].phase}); "
+                f"waiting for: {', '.join(f'{n} ({progress[n].phase})' for n in late)}",
+                timed_out=True,
+            )
+        time.sleep(interval)
+
+
+def _fail(state: LabState, name: str, node: Progress, why: str, *, timed_out: bool = False) -> None:
+    path = state.console_log(name)
+    lines = tail(path, 15)
+    shown = "\n".join(f"  | {line}" for line in lines) or "  (the console log is empty)"
+    error = WaitTimeout if timed_out else StackseedError
+    raise error(
+        f"node {name} {why}\nlast lines of its console:\n{shown}",
+        fix=f"'lab console {name}' shows the whole log; 'lab ssh {name}' gets a shell if it boots",
+        log=str(path),
+    )
