@@ -1,0 +1,135 @@
+"""The whole chain on the default topology: images (cached), lab up --wait, lab verify, a no-op
+second up, no secret leaked on any node, lab down, nothing left behind.
+
+Slow (tens of minutes under TCG): run with `pytest -m e2e` or `make e2e`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import DEFAULT, REPO
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.libvirt]
+URI = "qemu:///system"
+SCAN = Path(__file__).parent / "support" / "node_secret_scan.py"
+SEPARATOR = "\n#VALUES\n"
+# One remote command string: the scan's source and the values both come on stdin.
+RUNNER = shlex.join(
+    [
+        "sudo",
+        "python3",
+        "-c",
+        f"import sys; code, _, values = sys.stdin.read().partition({SEPARATOR!r}); "
+        "exec(compile(code, 'scan', 'exec'), {'VALUES': values})",
+    ]
+)
+
+
+def _env(state: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STACKSEED_")}
+    env["STACKSEED_STATE_DIR"] = str(state)
+    return env
+
+
+def _cli(
+    entry: str, *args: str, state: Path, timeout: float, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    module = {"lab": "builder.cli_lab", "build-images": "builder.cli_build"}[entry]
+    argv = [sys.executable, "-c", f"from {module} import main; main()", *args]
+    return subprocess.run(
+        argv,
+        env=_env(state),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin,
+        check=False,
+    )
+
+
+def _inventory() -> dict[str, list[str]]:
+    def names(*cmd: str) -> list[str]:
+        out = subprocess.run(
+            ["virsh", "-c", URI, *cmd, "--name"], capture_output=True, text=True, check=True
+        ).stdout
+        return sorted(line for line in out.split() if line)
+
+    pools = names("pool-list", "--all")
+    return {
+        "domains": names("list", "--all"),
+        "networks": names("net-list", "--all"),
+        "pools": pools,
+    }
+
+
+def test_default_lab_assembles_and_verifies(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    before = _inventory()
+    timings: dict[str, float] = {}
+
+    start = time.monotonic()
+    built = _cli("build-images", "--all", state=state, timeout=3600)
+    assert built.returncode == 0, built.stderr[-3000:]
+    timings["build-images (cached)"] = time.monotonic() - start
+
+    try:
+        start = time.monotonic()
+        up = _cli("lab", "up", "--wait", "-t", str(DEFAULT), state=state, timeout=3600)
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        timings["lab up --wait"] = time.monotonic() - start
+
+        start = time.monotonic()
+        verify = _cli("lab", "verify", "--json", "-t", str(DEFAULT), state=state, timeout=1800)
+        timings["lab verify"] = time.monotonic() - start
+        rows = json.loads(verify.stdout)
+        failed = (
+            [r for r in rows["checks"] if not r["ok"]]
+            if isinstance(rows, dict)
+            else [r for r in rows if not r["ok"]]
+        )
+        assert verify.returncode == 0 and not failed, verify.stdout[-4000:]
+
+        start = time.monotonic()
+        again = _cli("lab", "up", "-t", str(DEFAULT), state=state, timeout=600)
+        assert again.returncode == 0, again.stderr
+        assert "nothing changed" in (again.stdout + again.stderr).lower()
+        timings["second lab up"] = time.monotonic() - start
+
+        lab_state = state / "stackseed"
+        secrets = yaml.safe_load((lab_state / "secrets.yaml").read_text())
+        values = "\n".join(secrets.values()) + "\n"
+        payload = SCAN.read_text() + SEPARATOR + values
+        for node in ("controller", "compute1", "block1"):
+            result = _cli(
+                "lab",
+                "ssh",
+                "-t",
+                str(DEFAULT),
+                node,
+                RUNNER,
+                state=state,
+                timeout=600,
+                stdin=payload,
+            )
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.strip() == "", f"{node}: {result.stdout}"
+        for log in (lab_state / "console").glob("*.log"):
+            text = log.read_text(errors="replace")
+            assert not [k for k, v in secrets.items() if v in text], log
+    finally:
+        start = time.monotonic()
+        down = _cli("lab", "down", "-t", str(DEFAULT), state=state, timeout=900)
+        timings["lab down"] = time.monotonic() - start
+        print(json.dumps(timings, indent=2))
+    assert down.returncode == 0, down.stderr
+    assert _inventory() == before
