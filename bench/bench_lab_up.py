@@ -20,13 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import write_section
 from builder.errors import StackseedError
+from builder.images import find_image
 from builder.loader import parse
 from builder.plan import make_plan
 from builder.seed import write_all_seeds
 from builder.state import LabState
 from vms import launcher, watch
 from vms.accel import Accel, choose
-from vms.images import find_image
 from vms.storage import default_pool_dir
 
 URI = "qemu:///system"

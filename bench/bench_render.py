@@ -9,11 +9,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import write_section  # noqa: E402
-from builder.loader import parse  # noqa: E402
-from builder.plan import make_plan  # noqa: E402
-from builder.seed import write_all_seeds  # noqa: E402
-from builder.state import LabState  # noqa: E402
+from bench.report import write_section
+from builder.loader import parse
+from builder.plan import make_plan
+from builder.seed import write_all_seeds
+from builder.state import LabState
 
 
 def topology(nodes: int) -> str:
@@ -27,8 +27,10 @@ def topology(nodes: int) -> str:
     ]
     for i in range(1, nodes):
         if i % 4 == 0:
-            lines.append(f"  - {{name: block{i}, role: block, ip: 10.0.1.{i}, disks: "
-                         f"[{{size: 20GiB, purpose: cinder-volumes, serial: cv{i}}}]}}")
+            lines.append(
+                f"  - {{name: block{i}, role: block, ip: 10.0.1.{i}, disks: "
+                f"[{{size: 20GiB, purpose: cinder-volumes, serial: cv{i}}}]}}"
+            )
         else:
             lines.append(f"  - {{name: compute{i}, role: compute, ip: 10.0.2.{i}}}")
     return "\n".join(lines) + "\n"
@@ -52,8 +54,10 @@ def measure(nodes: int, rounds: int = 3) -> tuple[float, float, int]:
 
 
 def main() -> None:
-    rows = ["| nodes | first run (s) | re-run, nothing changed (s) | seeds total (KiB) |",
-            "|---:|---:|---:|---:|"]
+    rows = [
+        "| nodes | first run (s) | re-run, nothing changed (s) | seeds total (KiB) |",
+        "|---:|---:|---:|---:|",
+    ]
     for nodes in (1, 3, 20):
         cold, warm, size = measure(nodes)
         print(f"{nodes:>3} nodes: first {cold:.3f} s, re-run {warm:.3f} s, {size // 1024} KiB")

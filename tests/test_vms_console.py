@@ -61,6 +61,33 @@ def test_a_failed_phase_fails_the_node_with_its_line():
     assert progress.phase == "firstboot:20-nova"
 
 
+def test_running_first_boot_again_after_a_fix_revives_the_node():
+    failed = (
+        BOOT
+        + "STACKSEED node=c phase=20-nova status=start\n"
+        + "STACKSEED node=c phase=20-nova status=fail\n"
+        + "STACKSEED node=c phase=firstboot status=fail\n"
+        + FINISHED
+    )
+    rerun = (
+        "STACKSEED node=c phase=20-nova status=start\n"
+        + "STACKSEED node=c phase=20-nova status=done\n"
+        + "STACKSEED node=c phase=firstboot status=done\n"
+    )
+    assert scan(failed).failed is not None
+    progress = scan(failed + rerun)
+    assert progress.failed is None
+    assert progress.reached("ready")
+
+
+def test_a_kernel_panic_is_not_revived_by_later_markers():
+    text = (
+        "Linux version 6.1\nKernel panic - not syncing: VFS\n"
+        + "STACKSEED node=c phase=20-nova status=start\n"
+    )
+    assert scan(text).failed.startswith("Kernel panic")
+
+
 def test_cloud_init_finishing_while_firstboot_never_reported_is_a_failure():
     text = BOOT + "STACKSEED node=c phase=20-nova status=start\n" + FINISHED
     assert scan(text).failed is not None

@@ -17,12 +17,12 @@ import pytest
 libvirt = pytest.importorskip("libvirt")
 
 from builder.errors import StackseedError  # noqa: E402
+from builder.images import find_image  # noqa: E402
 from builder.loader import load, parse  # noqa: E402
 from builder.plan import make_plan  # noqa: E402
 from builder.state import LabState  # noqa: E402
 from vms import launcher  # noqa: E402
 from vms.accel import Accel  # noqa: E402
-from vms.images import find_image  # noqa: E402
 from vms.naming import METADATA_NS  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -59,6 +59,9 @@ def make_images(root: Path, roles: tuple[str, ...] = ("controller", "block", "co
             "root_label": "cloudimg-rootfs",
             "cmdline": "root=LABEL=cloudimg-rootfs ro console=ttyS0",
             "sha256": {f: hashlib.sha256((d / f).read_bytes()).hexdigest() for f in files},
+            "manifest": f"{role}.packages",
+            "built": "2026-01-01T00:00:00Z",
+            "dib_version": "test",
         }
         (d / "image.json").write_text(json.dumps(manifest))
     return root
@@ -163,6 +166,7 @@ def test_domains_carry_plan_macs_serials_seed_and_metadata(conn, tmp_path, image
         assert Path(root.findtext("os/kernel")).name.startswith(f"base-{node.role}-")
         assert Path(root.findtext("os/initrd")).name.endswith(".initrd")
         assert "console=ttyS0" in root.findtext("os/cmdline")
+        assert "tsc=reliable" in root.findtext("os/cmdline").split()  # TCG: no HPET fallback
         macs = [m.get("address") for m in root.findall("devices/interface/mac")]
         assert macs == [nic.mac for nic in node.nics]
         sources = [s.get("network") for s in root.findall("devices/interface/source")]

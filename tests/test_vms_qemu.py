@@ -21,12 +21,12 @@ libvirt = pytest.importorskip("libvirt")
 
 
 from builder.errors import StackseedError  # noqa: E402
+from builder.images import find_image  # noqa: E402
 from builder.loader import parse  # noqa: E402
 from builder.plan import make_plan  # noqa: E402
 from builder.state import LabState  # noqa: E402
 from vms import launcher, ssh, watch  # noqa: E402
 from vms.accel import choose  # noqa: E402
-from vms.images import find_image  # noqa: E402
 from vms.storage import default_pool_dir  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.libvirt]
@@ -63,7 +63,10 @@ def conn():
 def lab(tmp_path_factory, conn):
     from builder.seed import write_all_seeds
 
-    topo = parse(TOPOLOGY.read_text().replace("name: stackseed", f"name: {LAB}"), "vms_lab.yaml")
+    # Own name and subnets, so the test runs beside a user's default lab on the same host.
+    text = TOPOLOGY.read_text().replace("name: stackseed", f"name: {LAB}")
+    text = text.replace("10.0.0.", "10.250.0.").replace("203.0.113.", "198.51.100.")
+    topo = parse(text, "vms_lab.yaml")
     plan = make_plan(topo)
     state = LabState(tmp_path_factory.mktemp("state") / LAB)
     accel = choose(None)

@@ -17,13 +17,13 @@ from rich.table import Table
 
 from builder.cli_common import Lab, err, out, topology_options
 from builder.errors import PrerequisiteError, StackseedError
+from builder.images import find_image
 from builder.seed import write_all_seeds
 from vms import doctor as doctor_mod
 from vms import domains, launcher, ssh, watch
 from vms.accel import Accel, choose
 from vms.connect import is_local, is_test_driver, open_connection, resolve_uri
 from vms.console import Progress, follow
-from vms.images import find_image
 from vms.storage import default_pool_dir
 
 

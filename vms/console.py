@@ -50,9 +50,14 @@ class Progress:
     history: list[str] = field(default_factory=list)
 
     def feed(self, line: str) -> None:
+        marker = MARKER.search(line)
         if self.failed:
-            return
-        if marker := MARKER.search(line):
+            # A phase started after a failed one is the runner run again by hand (after a fix):
+            # the node is back in progress. Nothing else revives a failed node.
+            if not (marker and marker["status"] == "start" and MARKER.search(self.failed)):
+                return
+            self.failed = None
+        if marker:
             self._marker(marker["phase"], marker["status"], line)
         elif stage := CLOUD_INIT_STAGE.search(line):
             self._set(_STAGES.get(stage["stage"], f"cloud-init:{stage['stage']}"))

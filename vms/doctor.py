@@ -10,9 +10,11 @@ from pathlib import Path
 import libvirt
 
 from builder.errors import StackseedError
+from builder.images import ImageInfo, find_image
+from builder.images import verify as verify_image
 from builder.plan import Plan
 from builder.sizes import format_size
-from vms import accel, images
+from vms import accel
 from vms.connect import is_local, open_connection
 
 # Room an overlay grows into over a first boot (packages are in the image; logs and databases
@@ -42,14 +44,14 @@ def run_checks(plan: Plan, uri: str, pool_dir: Path, images_dir: Path | None) ->
     local = is_local(uri)
     checks.append(_qemu(local))
     checks.append(_accel(local))
-    found: dict[str, images.RoleImage] = {}
+    found: dict[str, ImageInfo] = {}
     for role in sorted({n.role for n in plan.nodes}):
         try:
-            image = images.find_image(plan.topology.lab.release, role, images_dir)
+            image = find_image(plan.topology.lab.release, role, images_dir)
         except StackseedError as exc:
             checks.append(Check(f"image {role}", False, exc.message, exc.fix or ""))
             continue
-        bad = images.verify(image)
+        bad = verify_image(image)
         if bad:
             checks.append(
                 Check(
@@ -95,8 +97,8 @@ def _accel(local: bool) -> Check:
     return Check("acceleration", True, f"{chosen.mode.upper()}{nested}: {chosen.reason}")
 
 
-def _disk(plan: Plan, pool_dir: Path, found: dict[str, images.RoleImage]) -> Check:
-    need = sum(p.stat().st_size for image in found.values() for p in image.files)
+def _disk(plan: Plan, pool_dir: Path, found: dict[str, ImageInfo]) -> Check:
+    need = sum(p.stat().st_size for image in found.values() for p in image.boot_files())
     need += OVERLAY_GROWTH * len(plan.nodes)
     need += sum(d.size for node in plan.nodes for d in node.disks)
     probe = pool_dir

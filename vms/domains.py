@@ -7,9 +7,9 @@ from pathlib import Path
 
 import libvirt
 
+from builder.images import ImageInfo
 from builder.plan import Plan, PlannedNode
 from vms.accel import Accel
-from vms.images import RoleImage
 from vms.naming import libvirt_name, object_uuid, owned_suffix
 from vms.xml import domain_spec, render
 
@@ -29,7 +29,7 @@ _STATES = {
 }
 
 
-def spec(plan: Plan, node: PlannedNode, image: RoleImage, accel: Accel, seed_sha: str) -> dict:
+def spec(plan: Plan, node: PlannedNode, image: ImageInfo, accel: Accel, seed_sha: str) -> dict:
     """The launcher's record of a node, kept in the domain's <metadata>: what `up` compares."""
     return {
         "lab": plan.lab,
@@ -61,6 +61,12 @@ def desired_xml(
 ) -> str:
     if "console=ttyS0" not in cmdline.split():
         cmdline = f"{cmdline} console=ttyS0"
+    if accel.mode == "tcg" and not any(arg.startswith("tsc=") for arg in cmdline.split()):
+        # Under TCG on a busy host the guest's TSC checks fail ("TSCs unsynchronized"), the
+        # kernel falls back to the HPET, and every clock read becomes an emulated MMIO access:
+        # systemd then starves (units fail with result 'protocol', networkd and udevd die).
+        # QEMU derives every vCPU's TSC from one host clock, so it is reliable here.
+        cmdline = f"{cmdline} tsc=reliable"
     return render(
         "domain.xml.j2",
         virt_type=accel.virt_type,

@@ -17,12 +17,12 @@ from pathlib import Path
 import libvirt
 
 from builder.errors import StackseedError
+from builder.images import ImageInfo
 from builder.plan import Plan, PlannedNode
 from builder.state import LabState
 from vms import domains, networks, storage
 from vms.accel import Accel
 from vms.console import Progress, read_progress
-from vms.images import RoleImage
 from vms.naming import base_volume, disk_volume, root_volume, seed_volume
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class Launch:
 
     plan: Plan
     state: LabState
-    images: dict[str, RoleImage]  # by role
+    images: dict[str, ImageInfo]  # by role
     seeds: dict[str, Path]  # by node
     accel: Accel
     pool_dir: Path
@@ -179,7 +179,7 @@ def _ensure_bases(
         image = launch.images[role]
         trusted = (role, image.key) in in_use
         paths = {}
-        files = (("qcow2", image.rootfs), ("vmlinuz", image.kernel), ("initrd", image.initrd))
+        files = zip(("qcow2", "vmlinuz", "initrd"), image.boot_files(), strict=True)
         for kind, src in files:
             name = base_volume(role, image.key, kind)
             vol = storage.lookup(pool, name)
@@ -223,7 +223,7 @@ def _node_volumes(
     bases: dict[str, dict[str, str]],
 ) -> dict:
     base = bases[node.role]
-    image_size = launch.images[node.role].rootfs
+    image_size = launch.images[node.role].rootfs_path
     root = storage.create(
         pool, root_volume(node.name), _virtual_size(image_size), "qcow2", backing=base["qcow2"]
     )
