@@ -1,0 +1,169 @@
+"""Built role images as the rest of stackseed sees them: image.json, per the image contract.
+
+`<images>/<release>/<role>/image.json` names the root filesystem, kernel and initrd (relative
+to that directory), the kernel command line, their sha256 and the content key they were built
+from. Everything that boots an image reads it through `find_image`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from builder.errors import PrerequisiteError, StackseedError
+from builder.paths import cache_root
+
+IMAGE_JSON = "image.json"
+DEFAULT_RELEASE = "trixie"
+RELEASES = ("trixie", "bookworm")
+
+
+def images_root() -> Path:
+    return cache_root() / "images"
+
+
+def image_dir(release: str, role: str, images_dir: Path | None = None) -> Path:
+    return (images_dir or images_root()) / release / role
+
+
+class ImageInfo(BaseModel):
+    """One built role image; file names are relative to `directory`."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    role: str
+    release: str
+    key: str = Field(min_length=16)
+    rootfs: str
+    kernel: str
+    initrd: str
+    root_label: str
+    cmdline: str
+    sha256: dict[str, str]
+    manifest: str
+    built: str
+    dib_version: str
+    directory: Path = Field(exclude=True)
+
+    @field_validator("rootfs", "kernel", "initrd", "manifest")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        # A name that climbs out of the image directory would let image.json point anywhere.
+        if not value or "/" in value or value in (".", ".."):
+            raise ValueError(f"{value!r} must be a file name inside the image directory")
+        return value
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digests(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, digest in value.items():
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError(f"sha256 of {name!r} is not a 64-character hex digest")
+        return value
+
+    @property
+    def rootfs_path(self) -> Path:
+        return self.directory / self.rootfs
+
+    @property
+    def kernel_path(self) -> Path:
+        return self.directory / self.kernel
+
+    @property
+    def initrd_path(self) -> Path:
+        return self.directory / self.initrd
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / self.manifest
+
+    def boot_files(self) -> tuple[Path, Path, Path]:
+        return self.rootfs_path, self.kernel_path, self.initrd_path
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(), indent=2, sort_keys=True) + "\n"
+
+
+def load_image_info(directory: Path) -> ImageInfo:
+    """Read and validate `directory/image.json`; StackseedError naming the file otherwise."""
+    path = directory / IMAGE_JSON
+    try:
+        raw: Any = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StackseedError(f"{path}: no image.json here") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise StackseedError(
+            f"{path}: unreadable image.json ({exc})", fix="rebuild it with build-images --force"
+        ) from None
+    if not isinstance(raw, dict):
+        raise StackseedError(f"{path}: image.json must be an object")
+    try:
+        info = ImageInfo(**raw, directory=directory)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top)"
+        raise StackseedError(
+            f"{path}: key {where}: {first['msg']}", fix="rebuild it with build-images --force"
+        ) from None
+    for name in (info.rootfs, info.kernel, info.initrd):
+        if name not in info.sha256:
+            raise StackseedError(
+                f"{path}: key sha256: no digest for {name}",
+                fix="rebuild it with build-images --force",
+            )
+    return info
+
+
+def _build_fix(role: str, release: str) -> str:
+    fix = f"build-images --role {role}"
+    if release != DEFAULT_RELEASE:
+        fix += f" --release {release}"
+    return fix
+
+
+def find_image(release: str, role: str, images_dir: Path | None = None) -> ImageInfo:
+    """The built image for a role, with its files present; PrerequisiteError saying how to
+    build it otherwise."""
+    directory = image_dir(release, role, images_dir)
+    if not (directory / IMAGE_JSON).is_file():
+        raise PrerequisiteError(
+            f"no {role} image for {release} in {directory.parent}",
+            fix=_build_fix(role, release),
+        )
+    info = load_image_info(directory)
+    if info.role != role or info.release != release:
+        raise StackseedError(
+            f"{directory / IMAGE_JSON}: says role={info.role} release={info.release}, "
+            f"but lives in the {release}/{role} directory",
+            fix=f"{_build_fix(role, release)} --force",
+        )
+    missing = [p.name for p in info.boot_files() if not p.is_file()]
+    if missing:
+        raise PrerequisiteError(
+            f"{role} image for {release} is incomplete: "
+            f"{', '.join(missing)} missing in {directory}",
+            fix=f"{_build_fix(role, release)} --force",
+        )
+    return info
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(info: ImageInfo) -> list[str]:
+    """Names of the image's files whose sha256 differs from image.json (empty: all good)."""
+    bad = []
+    for name, expected in sorted(info.sha256.items()):
+        path = info.directory / name
+        if not path.is_file() or file_sha256(path) != expected:
+            bad.append(name)
+    return bad
