@@ -332,3 +332,15 @@ def test_status_reports_state_ips_and_console_phase(conn, tmp_path, images):
     conn.lookupByName("stackseed-controller").destroy()
     rows = {r.name: r for r in launcher.status(conn, launch.plan, launch.state)}
     assert rows["controller"].state == "shut off"
+
+
+def test_tcg_guests_get_a_plain_cpu_model(conn, tmp_path, images):
+    """Under TCG the 'maximum' model breaks systemd in trixie guests; qemu64 boots clean."""
+    launch = launch_for(tmp_path, images)
+    launcher.up(conn, launch)
+    for node in launch.plan.nodes:
+        dom = conn.lookupByName(f"stackseed-{node.name}")
+        cpu = ET.fromstring(dom.XMLDesc()).find("cpu")
+        assert cpu is not None and cpu.get("mode") == "custom"
+        assert cpu.findtext("model") == "qemu64"
+        assert not [f for f in cpu.findall("feature") if f.get("name") in ("vmx", "svm")]
