@@ -1,0 +1,224 @@
+"""build-images: decide which role images are stale, build those one at a time, publish them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from builder import build_debcache, build_dib, prereqs
+from builder.build_key import content_key, dib_version
+from builder.build_progress import ProgressView, relevant_lines
+from builder.errors import PrerequisiteError, StackseedError
+from builder.images import IMAGE_JSON, ImageInfo, image_dir, load_image_info
+from builder.paths import ELEMENTS, cache_root
+from builder.roles import ROLES
+
+
+@dataclass(frozen=True)
+class Options:
+    roles: tuple[str, ...]
+    release: str = "trixie"
+    output: Path | None = None  # images root; default <cache>/images
+    cache: Path | None = None  # default builder.paths.cache_root()
+    force: bool = False
+    offline: bool = False
+    fmt: str = "rootfs"
+    mirror: str = build_dib.DEBIAN_MIRROR
+    security_mirror: str = build_dib.SECURITY_MIRROR
+    elements_dir: Path = ELEMENTS
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.cache or cache_root()
+
+    @property
+    def images_dir(self) -> Path:
+        return self.output or self.cache_dir / "images"
+
+    @property
+    def deb_cache(self) -> Path:
+        return self.cache_dir / "debs" / self.release
+
+    @property
+    def dib_cache(self) -> Path:
+        return self.cache_dir / "dib"
+
+    def log_path(self, role: str) -> Path:
+        return self.cache_dir / "logs" / self.release / f"{role}.log"
+
+
+@dataclass(frozen=True)
+class Step:
+    role: str
+    element: str
+    key: str
+    directory: Path
+    reason: str | None  # None: up to date
+
+
+@dataclass
+class Outcome:
+    role: str
+    built: bool
+    info: ImageInfo
+    seconds: float = 0.0
+    downloaded: int = 0
+    log: Path | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def _staleness(directory: Path, key: str, force: bool) -> str | None:
+    if force:
+        return "--force"
+    if not (directory / IMAGE_JSON).is_file():
+        return "not built yet"
+    try:
+        info = load_image_info(directory)
+    except StackseedError:
+        return "image.json unreadable"
+    if info.key != key:
+        return "elements or build inputs changed"
+    if not all(p.is_file() for p in info.boot_files()):
+        return "image files missing"
+    return None
+
+
+def plan(options: Options) -> list[Step]:
+    """For each requested role: its content key and why it needs building (None: it does not)."""
+    version = dib_version()
+    steps = []
+    for role in options.roles:
+        if role not in ROLES:
+            raise StackseedError(
+                f"unknown role {role!r}", fix=f"use one of: {', '.join(sorted(ROLES))}"
+            )
+        element = ROLES[role].element
+        key = content_key(
+            element, role, options.release, options.fmt, options.elements_dir, version
+        )
+        directory = image_dir(options.release, role, options.images_dir)
+        steps.append(Step(role, element, key, directory, _staleness(directory, key, options.force)))
+    return steps
+
+
+def _base_tarball(options: Options) -> Path:
+    # Where DIB's debootstrap element keeps the Debian base it reuses (DIB_DEBOOTSTRAP_CACHE).
+    return options.dib_cache / f"debootstrap-debian-{options.release}-amd64.tar.gz"
+
+
+def _check_offline(options: Options) -> None:
+    tarball = _base_tarball(options)
+    if not tarball.is_file():
+        raise PrerequisiteError(
+            f"--offline needs the cached Debian base {tarball}, and it is not there",
+            fix=f"run build-images --release {options.release} once without --offline",
+        )
+
+
+def build_one(step: Step, options: Options, console: Console, env: dict[str, str]) -> Outcome:
+    staging = step.directory.parent / f".staging-{step.role}"
+    shutil.rmtree(staging, ignore_errors=True)
+    dib = build_dib.DibRun(
+        role=step.role,
+        element=step.element,
+        release=options.release,
+        fmt=options.fmt,
+        elements_dir=options.elements_dir,
+        deb_cache=options.deb_cache,
+        dib_cache=options.dib_cache,
+        staging=staging,
+        offline=options.offline,
+        mirror=options.mirror,
+        security_mirror=options.security_mirror,
+    )
+    log = options.log_path(step.role)
+    options.deb_cache.mkdir(parents=True, exist_ok=True)
+    options.dib_cache.mkdir(parents=True, exist_ok=True)
+    if options.offline:
+        count = build_debcache.write_index(options.deb_cache, env)
+        console.print(f"[dim]offline: {count} cached packages indexed in {options.deb_cache}")
+    before = build_debcache.deb_bytes(options.deb_cache)
+    base_cached = _base_tarball(options).is_file()
+    console.print(f"[bold]{step.role}[/]: building ({step.reason}); log: {log}")
+    console.print(f"[dim]$ {' '.join(dib.command())}")
+    started = time.monotonic()
+    view = ProgressView(console, step.role)
+    with view:
+        status = build_dib.run(dib, log, view.feed, env)
+        if status != 0:
+            view.fail()
+    seconds = time.monotonic() - started
+    if status != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        phase = view.tracker.phase or "start-up"
+        detail = "\n".join(f"  {line}" for line in relevant_lines(list(view.tracker.tail)))
+        raise StackseedError(
+            f"building the {step.role} image failed in DIB's {phase} phase "
+            f"(hook {view.tracker.hook or '-'}, exit {status}); last log lines:\n{detail}",
+            fix=f"read the full log, fix the cause, then rerun build-images --role {step.role}",
+            log=str(log),
+        )
+    downloaded = build_debcache.deb_bytes(options.deb_cache) - before
+    stats: dict[str, object] = {
+        "seconds": round(seconds, 1),
+        "downloaded_debs_bytes": downloaded,
+        # What apt reported downloading (the Debian base by debootstrap is not included).
+        "apt_fetched_bytes": view.tracker.fetched,
+        "deb_cache_bytes_before": before,
+        "offline": options.offline,
+        "forced": options.force,
+        "base_cached": base_cached,
+        "phases": {k: round(v, 1) for k, v in view.tracker.finished.items()},
+    }
+    info = build_dib.publish(dib, step.directory, step.key, dib_version(), stats)
+    return Outcome(step.role, True, info, seconds, downloaded, log, stats)
+
+
+def build(options: Options, console: Console, env: dict[str, str] | None = None) -> list[Outcome]:
+    """Build every stale role in `options.roles`, one at a time; report the fresh ones."""
+    env = dict(os.environ) if env is None else env
+    steps = plan(options)
+    stale = [s for s in steps if s.reason is not None]
+    if stale:
+        options.images_dir.mkdir(parents=True, exist_ok=True)
+        prereqs.check_build(options.images_dir, fmt=options.fmt, path=env.get("PATH"))
+        if options.offline:
+            _check_offline(options)
+    outcomes = []
+    for step in steps:
+        if step.reason is None:
+            info = load_image_info(step.directory)
+            console.print(
+                f"[green]{step.role}[/]: up to date ({options.release}, key {step.key[:12]}), "
+                f"nothing to do"
+            )
+            outcomes.append(Outcome(step.role, False, info))
+            continue
+        outcomes.append(build_one(step, options, console, env))
+    return outcomes
+
+
+def check(options: Options, console: Console) -> list[str]:
+    """Verify built images against their sha256; returns 'role: file' for every mismatch."""
+    from builder.images import verify
+
+    bad = []
+    for role in options.roles:
+        directory = image_dir(options.release, role, options.images_dir)
+        if not (directory / IMAGE_JSON).is_file():
+            console.print(f"[yellow]{role}[/]: not built ({directory})")
+            bad.append(f"{role}: not built")
+            continue
+        info = load_image_info(directory)
+        wrong = verify(info)
+        if wrong:
+            console.print(f"[red]{role}[/]: sha256 mismatch: {', '.join(wrong)}")
+            bad.extend(f"{role}: {name}" for name in wrong)
+        else:
+            console.print(f"[green]{role}[/]: {len(info.sha256)} files match their sha256")
+    return bad

@@ -1,0 +1,146 @@
+"""build-images: per-role node images from elements/ (diskimage-builder), cached and verified."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from builder import build
+from builder.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, StackseedError
+from builder.images import RELEASES
+from builder.paths import ELEMENTS
+from builder.roles import ROLES
+
+
+def _built_roles(options: build.Options) -> tuple[str, ...]:
+    release_dir = options.images_dir / options.release
+    return tuple(r for r in sorted(ROLES) if (release_dir / r / "image.json").is_file())
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    type=click.Choice(sorted(ROLES)),
+    help="Role image to build (repeatable).",
+)
+@click.option("--all", "all_roles", is_flag=True, help="Build every role's image.")
+@click.option("--release", type=click.Choice(RELEASES), default="trixie", show_default=True)
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Images directory (default: <cache>/images; STACKSEED_CACHE_DIR moves the cache).",
+)
+@click.option("--force", is_flag=True, help="Rebuild even when the content key is unchanged.")
+@click.option("--offline", is_flag=True, help="Build only from the cached base and .debs.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["rootfs", "disk"]),
+    default="rootfs",
+    show_default=True,
+    help="rootfs: qcow2 root filesystem + kernel + initrd (direct kernel boot); "
+    "disk: whole-disk bootable image for bare metal (needs device-mapper).",
+)
+@click.option("--check", "check_only", is_flag=True, help="Verify built images against sha256.")
+@click.option(
+    "--mirror", default=build.build_dib.DEBIAN_MIRROR, show_default=True, help="Debian mirror."
+)
+@click.option(
+    "--security-mirror",
+    default=build.build_dib.SECURITY_MIRROR,
+    show_default=True,
+    help="Debian security mirror.",
+)
+@click.option(
+    "--elements",
+    "elements_dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=ELEMENTS,
+    hidden=True,
+)
+def command(
+    roles: tuple[str, ...],
+    all_roles: bool,
+    release: str,
+    output: Path | None,
+    force: bool,
+    offline: bool,
+    fmt: str,
+    check_only: bool,
+    mirror: str,
+    security_mirror: str,
+    elements_dir: Path,
+) -> None:
+    """Build (or verify) stackseed's per-role Debian/OpenStack node images."""
+    console = Console(stderr=False, highlight=False)
+    chosen = tuple(sorted(ROLES)) if all_roles else tuple(dict.fromkeys(roles))
+    options = build.Options(
+        roles=chosen,
+        release=release,
+        output=output,
+        force=force,
+        offline=offline,
+        fmt=fmt,
+        mirror=mirror,
+        security_mirror=security_mirror,
+        elements_dir=elements_dir,
+    )
+    if check_only:
+        if not chosen:
+            options = build.Options(**{**options.__dict__, "roles": _built_roles(options)})
+            if not options.roles:
+                raise StackseedError(
+                    f"no built images for {release} in {options.images_dir}",
+                    fix="build-images --all",
+                )
+        bad = build.check(options, console)
+        if bad:
+            roles = sorted({item.split(":", 1)[0] for item in bad})
+            raise StackseedError(
+                f"verification failed: {'; '.join(bad)}",
+                fix=" && ".join(f"build-images --force --role {r}" for r in roles),
+            )
+        return
+    if not chosen:
+        raise click.UsageError("say which images: --role ROLE (repeatable) or --all")
+    outcomes = build.build(options, console)
+    for outcome in outcomes:
+        if outcome.built:
+            size = outcome.info.rootfs_path.stat().st_size
+            console.print(
+                f"[green]{outcome.role}[/]: built in {outcome.seconds:.0f} s, "
+                f"{size / (1 << 20):.0f} MiB, {outcome.downloaded / (1 << 20):.0f} MiB of .debs "
+                f"downloaded -> {outcome.info.directory}"
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: StackseedError becomes its exit code and a sentence, never a traceback."""
+    try:
+        command.main(args=argv, prog_name="build-images", standalone_mode=False)
+    except StackseedError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        if exc.fix:
+            click.echo(f"fix: {exc.fix}", err=True)
+        if exc.log:
+            click.echo(f"log: {exc.log}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return EXIT_FAILED
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

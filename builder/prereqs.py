@@ -1,0 +1,108 @@
+"""What the host needs before an image build starts, said once, with the line that fixes it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.errors import PrerequisiteError
+
+# Free space a role build needs: DIB's working tree plus the qcow2 and its raw conversion.
+MIN_FREE = 12 << 30
+
+
+@dataclass(frozen=True)
+class Tool:
+    command: str
+    package: str
+    why: str
+
+
+BUILD_TOOLS = (
+    Tool("sudo", "sudo", "diskimage-builder runs its chroot steps through sudo"),
+    Tool("qemu-img", "qemu-utils", "converts the built filesystem to qcow2"),
+    Tool("debootstrap", "debootstrap", "creates the Debian base"),
+    Tool("disk-image-create", "", "diskimage-builder itself"),
+)
+DISK_TOOLS = (
+    Tool("kpartx", "kpartx", "maps the whole-disk image's partitions"),
+    Tool("dmsetup", "dmsetup", "device-mapper control"),
+)
+
+
+def _missing(tools: tuple[Tool, ...], path: str | None) -> list[Tool]:
+    return [tool for tool in tools if shutil.which(tool.command, path=path) is None]
+
+
+def _fix(missing: list[Tool]) -> str:
+    apt = sorted({t.package for t in missing if t.package})
+    parts = []
+    if apt:
+        parts.append("apt-get install -y " + " ".join(apt))
+    if any(not t.package for t in missing):
+        parts.append("pip install diskimage-builder")
+    return " && ".join(parts)
+
+
+def free_bytes(path: Path) -> int:
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
+def device_mapper_problem(dev: Path = Path("/dev")) -> str | None:
+    """Why device-mapper is unusable here, or None when it works."""
+    control = dev / "mapper" / "control"
+    if not control.exists():
+        return f"{control} is missing"
+    try:
+        # The node can exist while the kernel has no dm driver (containers, nested VMs).
+        os.close(os.open(control, os.O_RDWR))
+    except OSError as exc:
+        return f"cannot open {control}: {exc.strerror}"
+    return None
+
+
+def has_device_mapper(dev: Path = Path("/dev")) -> bool:
+    return device_mapper_problem(dev) is None
+
+
+def check_build(
+    output: Path,
+    *,
+    fmt: str = "rootfs",
+    path: str | None = None,
+    min_free: int = MIN_FREE,
+    dev: Path = Path("/dev"),
+    workdirs: tuple[Path, ...] = (),
+) -> None:
+    """Raise PrerequisiteError naming everything missing; return quietly when all is there."""
+    search = path if path is not None else os.environ.get("PATH", os.defpath)
+    missing = _missing(BUILD_TOOLS, search)
+    if missing:
+        listed = "; ".join(f"{t.command} ({t.why})" for t in missing)
+        raise PrerequisiteError(f"image builds need: {listed}", fix=_fix(missing))
+    if fmt == "disk":
+        problem = device_mapper_problem(dev)
+        if problem:
+            raise PrerequisiteError(
+                f"--format disk needs device-mapper, and this host has none ({problem}): "
+                "diskimage-builder maps the partitions of a whole-disk image with kpartx",
+                fix="build on a host (not a container or nested VM) with the dm-mod module "
+                "loaded, or use the default format (root filesystem + kernel + initrd)",
+            )
+        missing = _missing(DISK_TOOLS, search)
+        if missing:
+            listed = "; ".join(f"{t.command} ({t.why})" for t in missing)
+            raise PrerequisiteError(f"--format disk needs: {listed}", fix=_fix(missing))
+    for where in (output, *workdirs):
+        free = free_bytes(where)
+        if free < min_free:
+            raise PrerequisiteError(
+                f"only {free / (1 << 30):.1f} GiB free at {where}; a role build needs "
+                f"{min_free / (1 << 30):.0f} GiB",
+                fix="free space there, or build elsewhere with --output DIR",
+            )
