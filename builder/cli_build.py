@@ -9,7 +9,8 @@ import click
 from rich.console import Console
 
 from builder import build
-from builder.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, StackseedError
+from builder.cli_common import invoke
+from builder.errors import StackseedError
 from builder.images import RELEASES
 from builder.paths import ELEMENTS
 from builder.roles import ROLES
@@ -121,25 +122,7 @@ def command(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: StackseedError becomes its exit code and a sentence, never a traceback."""
-    try:
-        command.main(args=argv, prog_name="build-images", standalone_mode=False)
-    except StackseedError as exc:
-        click.echo(f"error: {exc.message}", err=True)
-        if exc.fix:
-            click.echo(f"fix: {exc.fix}", err=True)
-        if exc.log:
-            click.echo(f"log: {exc.log}", err=True)
-        return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return EXIT_FAILED
-    except click.ClickException as exc:
-        exc.show()
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        return EXIT_FAILED
-    return EXIT_OK
+    return invoke(command, argv, "build-images")
 
 
 if __name__ == "__main__":

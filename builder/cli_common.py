@@ -70,23 +70,28 @@ def open_lab(topology: Path | None, state_dir: Path | None) -> Lab:
     return Lab(topology, plan, LabState.for_lab(topo.lab.name, state_dir))
 
 
-def run(command: click.Command) -> None:
+def invoke(command: click.Command, args: list[str] | None = None, prog: str | None = None) -> int:
     """Run a click command; StackseedError becomes a sentence and its exit code."""
     try:
-        command.main(standalone_mode=False)
+        command.main(args=args, prog_name=prog, standalone_mode=False)
     except StackseedError as exc:
         err.print(f"[bold red]error:[/bold red] {exc.message}", soft_wrap=True)
         if exc.fix:
             err.print(f"[bold]fix:[/bold] {exc.fix}", soft_wrap=True)
         if exc.log:
             err.print(f"[bold]log:[/bold] {exc.log}", soft_wrap=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.exceptions.Abort:
         err.print("aborted")
-        sys.exit(EXIT_FAILED)
+        return EXIT_FAILED
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except KeyboardInterrupt:
         err.print("interrupted; re-run the same command to converge")
-        sys.exit(130)
+        return 130
+    return 0
+
+
+def run(command: click.Command) -> None:
+    sys.exit(invoke(command))
