@@ -81,10 +81,12 @@ def report(history: Path, noop: float | None) -> str:
     lines = [
         "## Role image builds (`bench/bench_build.py`)",
         "",
-        "Real `build-images` runs, one role at a time, on this machine's shared 2 cores. "
-        "*First build*: as a new user gets it; the first role starts with an empty cache "
-        "(Debian base by debootstrap, every .deb downloaded), later roles reuse the .debs "
-        "already cached. *Warm rebuild*: `--force` with base and .debs cached.",
+        "Real `build-images` runs, one role at a time, on this machine's 2 cores, shared with "
+        "other engineers' lab VMs (load average 4-6 throughout). *First build*: block from an "
+        "empty cache (debootstrap included), compute and controller with only the Debian base "
+        "cached, every .deb downloaded (volume as apt reports it). "
+        "*Warm rebuild*: a rebuild (`--force`, or after an element change) with the Debian "
+        "base and the role's .debs cached.",
         "",
         "| role | first build | .debs downloaded | warm rebuild | downloaded (warm) "
         "| qcow2 | kernel + initrd |",
@@ -114,6 +116,16 @@ def report(history: Path, noop: float | None) -> str:
         f"- Download volume the shared .deb cache saved on the warm rebuilds: "
         f"**{saved / MIB:.0f} MiB**.",
     ]
+    spent = [
+        f"{role} {row['phases'].get('install', 0):.0f} s of {row['seconds']:.0f} s"
+        for role in ROLES
+        if (row := rows.get((role, "warm")))
+    ]
+    if spent:
+        lines.append(
+            "- Where warm rebuilds spend their time: the install phase (dpkg unpacking and "
+            "configuring, CPU-bound here): " + "; ".join(spent) + "."
+        )
     if noop is not None:
         lines.append(f"- `build-images --all` with nothing changed: **{noop:.2f} s** (aim: < 2 s).")
     lines += [

@@ -104,6 +104,9 @@ def test_network_config_matches_by_mac(tmp_path: Path) -> None:
     eth = net["ethernets"]
     assert eth["provider0"]["match"]["macaddress"] == "3c:ec:ef:00:01:02"
     assert "addresses" not in eth["provider0"]
+    # boot does not wait for the address-less NIC; it does wait for the management one
+    assert eth["provider0"]["optional"] is True
+    assert "optional" not in eth["mgmt0"]
     assert eth["mgmt0"]["addresses"] == ["192.168.50.21/24"]
     assert eth["mgmt0"]["set-name"] == "mgmt0"
 

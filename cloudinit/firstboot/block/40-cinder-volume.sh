@@ -3,7 +3,8 @@ set -eu -o pipefail
 # shellcheck source-path=SCRIPTDIR/.. source=lib.sh
 . "${STACKSEED_LIB:-/usr/local/lib/stackseed/lib.sh}"
 
-# cinder-volume with the LVM driver, exporting volumes over iSCSI with tgt.
+# cinder-volume with the LVM driver, exporting volumes over iSCSI with the kernel's LIO target
+# (the block image carries targetcli-fb and python3-rtslib-fb, not tgt).
 need_secrets db_cinder rabbit_password svc_cinder
 ctl=$(fact controller.ip)
 conf=/etc/cinder/cinder.conf
@@ -22,7 +23,7 @@ connection = $(db_url cinder db_cinder cinder)
 volume_driver = cinder.volume.drivers.lvm.LVMVolumeDriver
 volume_group = cinder-volumes
 target_protocol = iscsi
-target_helper = tgtadm
+target_helper = lioadm
 volume_backend_name = lvm
 [oslo_concurrency]
 lock_path = /var/lib/cinder/tmp
@@ -33,7 +34,10 @@ ini_del "$conf" lvm iscsi_helper || true
 keystone_authtoken "$conf" cinder svc_cinder
 conf_private cinder "$conf"
 install -d -o cinder -g cinder -m 0750 /var/lib/cinder/tmp
-grep -rqs 'include /var/lib/cinder/volumes' /etc/tgt/ ||
-    echo 'include /var/lib/cinder/volumes/*' >/etc/tgt/conf.d/cinder.conf
+# LIO needs its modules and configfs; cinder-rtstool (through cinder's rootwrap) does the rest.
+modprobe target_core_mod 2>/dev/null || true
+modprobe iscsi_target_mod 2>/dev/null || true
+[ -d /sys/kernel/config/target ] || mount -t configfs configfs /sys/kernel/config 2>/dev/null || true
+[ -d /sys/kernel/config/target ] || fail "LIO target unavailable: /sys/kernel/config/target is missing (kernel modules target_core_mod, iscsi_target_mod)"
 
-svc_start tgt cinder-volume
+svc_start cinder-volume
