@@ -84,7 +84,17 @@ def test_default_lab_assembles_and_verifies(tmp_path: Path) -> None:
 
     try:
         start = time.monotonic()
-        up = _cli("lab", "up", "--wait", "-t", str(DEFAULT), state=state, timeout=3600)
+        up = _cli(
+            "lab",
+            "up",
+            "--wait",
+            "--timeout",
+            "5400",
+            "-t",
+            str(DEFAULT),
+            state=state,
+            timeout=5700,
+        )
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         timings["lab up --wait"] = time.monotonic() - start
 

@@ -1,0 +1,158 @@
+"""The whole chain: `lab up` to every node's first boot done, per phase, then `lab verify`.
+
+Run as root with libvirtd up and role images built:
+    python bench/bench_cluster.py [--topology FILE] [--keep] [--skip-up]
+It takes the lab down, runs `lab up --wait` (watching each node's console for its first-boot
+markers), reads every node's phase timestamps from /var/log/stackseed/firstboot.log (only the
+runner's `====` lines, which carry no secrets), times `lab verify`, prints the figures and
+replaces the `bench:cluster` section of docs/benchmarks.md. `--skip-up` measures a lab that is
+already up (phase durations and verify only); `--keep` leaves the lab running afterwards.
+Uses $STACKSEED_STATE_DIR like the `lab` commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.report import write_section
+from builder.loader import load
+from builder.paths import state_root
+from vms.console import read_progress
+
+DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[1] / "builder" / "data" / "lab.yaml"
+RUN_LINE = re.compile(
+    r"^==== (?P<node>\S+) phase=(?P<phase>\S+) (?:start|exit=(?P<rc>\d+)) (?P<at>\S+)$"
+)
+
+
+def lab(args: list[str], topology: Path, **kwargs) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "STACKSEED_STATE_DIR")}
+    env["LC_ALL"] = "C.UTF-8"
+    cmd = ["lab", *args, "--topology", str(topology)] if args[0] != "ssh" else ["lab", *args]
+    return subprocess.run(cmd, env=env, text=True, check=False, **kwargs)
+
+
+def up_and_watch(topology: Path, names: list[str], console_dir: Path, timeout: int) -> dict:
+    """Seconds from `lab up` to each node's `phase=firstboot status=done` on its console."""
+    log = open("/var/tmp/bench-cluster-up.log", "w")  # noqa: SIM115 - closed below
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        ["lab", "up", "--wait", "--timeout", str(timeout), "--topology", str(topology)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "STACKSEED_STATE_DIR")},
+    )
+    done: dict[str, float] = {}
+    while proc.poll() is None or len(done) < len(names):
+        for name in names:
+            if name not in done and read_progress(console_dir / f"{name}.log").reached("ready"):
+                done[name] = time.monotonic() - start
+        if proc.poll() is not None:
+            break
+        time.sleep(2)
+    log.close()
+    return {"rc": proc.returncode, "total": time.monotonic() - start, "done": done}
+
+
+def phase_times(topology: Path, name: str) -> list[tuple[str, float, int | None]]:
+    """(phase, seconds, exit status) from the runner's own lines in the node's log."""
+    got = lab(
+        [
+            "ssh",
+            "--topology",
+            str(topology),
+            name,
+            "sudo",
+            "grep",
+            "-a",
+            "^==== ",
+            "/var/log/stackseed/firstboot.log",
+        ],
+        topology,
+        capture_output=True,
+    )
+    starts: dict[str, datetime] = {}
+    rows = []
+    for line in got.stdout.splitlines():
+        m = RUN_LINE.match(line.strip())
+        if not m:
+            continue
+        at = datetime.fromisoformat(m["at"].replace("Z", "+00:00"))
+        if m["rc"] is None:
+            starts[m["phase"]] = at
+        elif m["phase"] in starts:
+            seconds = (at - starts[m["phase"]]).total_seconds()
+            rows.append((m["phase"], seconds, int(m["rc"])))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--topology", type=Path, default=DEFAULT_TOPOLOGY)
+    parser.add_argument("--timeout", type=int, default=3600)
+    parser.add_argument("--keep", action="store_true", help="leave the lab up")
+    parser.add_argument("--skip-up", action="store_true", help="measure the lab that is up")
+    args = parser.parse_args()
+    topo = load(args.topology)
+    names = [n.name for n in topo.nodes]
+    console_dir = state_root() / topo.lab.name / "console"
+
+    up = None
+    if not args.skip_up:
+        lab(["down"], args.topology, capture_output=True)
+        up = up_and_watch(args.topology, names, console_dir, args.timeout)
+        print(f"lab up: {json.dumps(up)}", flush=True)
+
+    phases = {name: phase_times(args.topology, name) for name in names}
+    for name, rows in phases.items():
+        for phase, seconds, rc in rows:
+            print(f"{name} {phase} {seconds:.0f}s exit={rc}", flush=True)
+
+    started = time.monotonic()
+    verify = lab(["verify", "--json"], args.topology, capture_output=True)
+    verify_s = time.monotonic() - started
+    try:
+        verdict = json.loads(verify.stdout)
+    except ValueError:
+        verdict = {"ok": False, "checks": []}
+    print(f"lab verify: {verify_s:.0f}s ok={verdict['ok']}", flush=True)
+
+    if not args.keep and not args.skip_up:
+        lab(["down"], args.topology, capture_output=True)
+
+    lines = ["## The whole chain: lab up to a verified cloud (bench/bench_cluster.py)", ""]
+    if up is not None:
+        lines += [
+            f"Topology `{args.topology.name}` ({len(names)} nodes), all VMs under TCG.",
+            "",
+            "| node | `lab up` to first boot done (s) |",
+            "|---|---:|",
+            *(f"| {n} | {up['done'].get(n, float('nan')):.0f} |" for n in names),
+            "",
+        ]
+    lines += ["| node | phase | seconds |", "|---|---|---:|"]
+    for name, rows in phases.items():
+        lines += [
+            f"| {name} | {p} | {s:.0f}{'' if rc == 0 else f' (exit {rc})'} |" for p, s, rc in rows
+        ]
+    lines += ["", "| `lab verify` check | ok | seconds |", "|---|---|---:|"]
+    lines += [
+        f"| {c['name']} | {'yes' if c['ok'] else 'NO'} | {c['seconds']} |"
+        for c in verdict["checks"]
+    ]
+    lines += ["", f"`lab verify` wall time: {verify_s:.0f} s."]
+    write_section("cluster", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
