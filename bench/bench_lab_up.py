@@ -37,14 +37,14 @@ def topology(nodes: int) -> str:
     lines = [
         f"lab: {{name: {LAB}, release: trixie}}",
         "networks:",
-        "  - {name: mgmt, purpose: management, cidr: 10.250.0.0/24, gateway: 10.250.0.1}",
+        "  - {name: mgmt, purpose: management, cidr: 10.251.0.0/24, gateway: 10.251.0.1}",
         "nodes:",
-        "  - {name: controller, role: controller, ip: 10.250.0.11, memory: 1GiB,",
+        "  - {name: controller, role: controller, ip: 10.251.0.11, memory: 1GiB,",
         "     nics: [{network: mgmt}]}",
     ]
     for i in range(1, nodes):
         lines.append(
-            f"  - {{name: compute{i}, role: compute, ip: 10.250.0.{30 + i}, memory: 1GiB, "
+            f"  - {{name: compute{i}, role: compute, ip: 10.251.0.{30 + i}, memory: 1GiB, "
             "nics: [{network: mgmt}]}"
         )
     return "\n".join(lines) + "\n"

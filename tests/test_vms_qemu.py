@@ -24,6 +24,7 @@ from builder.errors import StackseedError  # noqa: E402
 from builder.images import find_image  # noqa: E402
 from builder.loader import parse  # noqa: E402
 from builder.plan import make_plan  # noqa: E402
+from builder.seed import write_all_seeds  # noqa: E402
 from builder.state import LabState  # noqa: E402
 from vms import launcher, ssh, watch  # noqa: E402
 from vms.accel import choose  # noqa: E402
@@ -61,8 +62,6 @@ def conn():
 
 @pytest.fixture
 def lab(tmp_path_factory, conn):
-    from builder.seed import write_all_seeds
-
     # Own name and subnets, so the test runs beside a user's default lab on the same host.
     text = TOPOLOGY.read_text().replace("name: stackseed", f"name: {LAB}")
     text = text.replace("10.0.0.", "10.250.0.").replace("203.0.113.", "198.51.100.")
@@ -140,6 +139,8 @@ def test_two_nodes_boot_answer_and_find_their_disk_by_serial(conn, lab):
     assert '"backing-filename-format": "qcow2"' in info
     first = macs(conn, lab)
     launcher.down(conn, LAB, lab.state)
+    # `down` removes the seeds too; `lab up` writes them again before it launches, so do we.
+    write_all_seeds(lab.plan, lab.state, nested_virt=lab.accel.nested_virt)
     launcher.up(conn, lab)
     assert macs(conn, lab) == first
 
