@@ -9,7 +9,7 @@ setup:
 
 lab: setup
 	build-images --all
-	lab up --wait
+	lab up --wait --timeout 5400  # controller first boot under TCG takes tens of minutes
 	lab verify
 
 down:
