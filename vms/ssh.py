@@ -49,7 +49,8 @@ def command(plan: Plan, state: LabState, node: str, remote: tuple[str, ...] = ()
         "-o",
         "StrictHostKeyChecking=yes",
         "-o",
-        "ConnectTimeout=10",
+        # A TCG guest busy starting services can take well over 10 s to answer sshd's banner.
+        "ConnectTimeout=45",
         "-o",
         "LogLevel=ERROR",
         *(["-o", "BatchMode=yes"] if remote else []),

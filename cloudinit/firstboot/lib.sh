@@ -27,27 +27,16 @@ fail() {
 }
 
 # Reads JSON at a dotted path ("node.ip", "provider.pool.0") from a file; scalars print bare,
-# lists and objects as JSON. A missing key or a null fails (status 1) with nothing printed.
+# lists and objects as JSON. A missing key or a null fails (non-zero) with nothing printed.
 _json_get() {
-    python3 - "$1" "$2" <<'PY'
-import json, sys
-data = json.load(open(sys.argv[1]))
-for part in sys.argv[2].split(".") if sys.argv[2] else []:
-    if isinstance(data, list) and part.isdigit() and int(part) < len(data):
-        data = data[int(part)]
-    elif isinstance(data, dict) and part in data:
-        data = data[part]
-    else:
-        sys.exit(1)
-if data is None:
-    sys.exit(1)
-if isinstance(data, bool):
-    print("true" if data else "false")
-elif isinstance(data, (dict, list)):
-    print(json.dumps(data))
-else:
-    print(data)
-PY
+    # jq, not python3: a phase reads dozens of values and python3 costs a second a start under TCG.
+    jq -r --arg path "$2" '
+        ($path | if . == "" then [] else split(".") end
+            | map(if test("^[0-9]+$") then tonumber else . end)) as $p
+        | getpath($p)
+        | if . == null then error("missing")
+          elif type == "object" or type == "array" then tojson
+          else tostring end' "$1" 2>/dev/null
 }
 
 # fact <dotted path>: a value from /etc/stackseed/node.json (builder.plan.node_facts()).
@@ -202,7 +191,18 @@ line_once() {
 # svc_start <unit...>: enables and (re)starts units in the order given, waiting for each to be
 # active so the next one finds it. Images leave services disabled; first boot starts them.
 svc_start() {
-    local unit
+    local unit dropin reload=0
+    for unit in "$@"; do
+        # Units that notify systemd when ready (nova-compute, ...) can take minutes under TCG,
+        # past systemd's 90 s start timeout; a timed-out start is killed and started again.
+        dropin=/etc/systemd/system/${unit%.service}.service.d/stackseed-timeout.conf
+        if [ ! -e "$dropin" ]; then
+            mkdir -p "${dropin%/*}"
+            printf '[Service]\nTimeoutStartSec=900\n' >"$dropin"
+            reload=1
+        fi
+    done
+    [ "$reload" = 0 ] || systemctl daemon-reload
     for unit in "$@"; do
         systemctl enable "$unit" >/dev/null 2>&1 || true
         systemctl restart "$unit" || fail "service $unit did not start: see journalctl -u $unit"

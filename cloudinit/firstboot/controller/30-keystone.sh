@@ -13,6 +13,15 @@ ini_merge /etc/keystone/keystone.conf <<INI
 connection = $(db_url keystone db_keystone keystone)
 [token]
 provider = fernet
+[identity]
+# bcrypt's default 12 rounds cost seconds per password check under TCG, and every service
+# and every openstacksdk session logs in with a password: 4 (bcrypt's minimum) for a lab.
+password_hash_rounds = 4
+[cache]
+# Token validation and role lookups from memcached: every API call of every service pays them.
+enabled = true
+backend = oslo_cache.memcache_pool
+memcache_servers = $ctl:11211
 INI
 conf_private keystone /etc/keystone/keystone.conf
 uwsgi_processes 2 /etc/keystone/keystone-uwsgi.ini
