@@ -29,10 +29,22 @@ OPENSTACK_KEYSTONE_DEFAULT_ROLE = "member"
 TIME_ZONE = "UTC"
 PY
 
-# Debian enables the /horizon alias at install; make sure it and mod_wsgi are on.
+# Debian enables the /horizon alias at install; make sure it and mod_wsgi are on. The package
+# also enables default-ssl without mod_ssl, which stops Apache from starting: the lab's
+# dashboard is plain HTTP on the management network, like the install guide's.
 a2enmod -q wsgi >/dev/null 2>&1 || true
+[ ! -e /etc/apache2/sites-enabled/default-ssl.conf ] || a2dissite -q default-ssl >/dev/null
 [ -e /etc/apache2/sites-enabled/openstack-dashboard-alias-only.conf ] ||
     a2ensite -q openstack-dashboard-alias-only >/dev/null
+# Horizon must run in the main interpreter of its daemon process: cryptography's Rust module
+# refuses a second sub-interpreter, and Debian's alias-only site sets no process group.
+cat >/etc/apache2/conf-available/stackseed-horizon.conf <<'CONF'
+<Location /horizon>
+    WSGIProcessGroup horizon
+    WSGIApplicationGroup %{GLOBAL}
+</Location>
+CONF
+a2enconf -q stackseed-horizon >/dev/null
 svc_start apache2
 wait_for "horizon login page at http://$ctl/horizon/auth/login/" 300 \
     probe_http "http://$ctl/horizon/auth/login/" 200
