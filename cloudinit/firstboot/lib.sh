@@ -243,6 +243,10 @@ db_url() {
     printf 'mysql+pymysql://%s:%s@%s/%s' "$1" "$(secret "$2")" "$(fact controller.ip)" "$3"
 }
 
+# oslo.messaging's 60 s RPC timeout is too short under TCG: a cinder-volume on one starved vCPU
+# answers attachment_update after 60-100 s, and the caller gives up on a call that succeeded.
+RPC_TIMEOUT=300
+
 # transport_url: oslo.messaging's RabbitMQ URL (for heredocs only: holds a secret).
 transport_url() {
     printf 'rabbit://openstack:%s@%s:5672/' "$(secret rabbit_password)" "$(fact controller.ip)"
@@ -473,6 +477,7 @@ neutron_common_config() {
 [DEFAULT]
 host = $(fact node.name)
 transport_url = $(transport_url)
+rpc_response_timeout = $RPC_TIMEOUT
 [oslo_concurrency]
 lock_path = /var/lib/neutron/tmp
 INI

@@ -14,6 +14,7 @@ ini_merge "$conf" <<INI
 host = $(fact node.name)
 my_ip = $(fact node.ip)
 transport_url = $(transport_url)
+rpc_response_timeout = $RPC_TIMEOUT
 auth_strategy = keystone
 enabled_backends = lvm
 glance_api_servers = http://$ctl:9292
@@ -40,4 +41,7 @@ modprobe iscsi_target_mod 2>/dev/null || true
 [ -d /sys/kernel/config/target ] || mount -t configfs configfs /sys/kernel/config 2>/dev/null || true
 [ -d /sys/kernel/config/target ] || fail "LIO target unavailable: /sys/kernel/config/target is missing (kernel modules target_core_mod, iscsi_target_mod)"
 
+# cinder-volume exits when the cinder schema is not there yet; the controller starts cinder-api
+# only after `cinder-manage db sync`, so the API answering means the tables exist.
+wait_for "cinder-api at $ctl:8776" 3000 probe_http "http://$ctl:8776/" 200 300
 svc_start cinder-volume

@@ -23,6 +23,7 @@ ini_merge "$conf" <<INI
 host = $(fact node.name)
 my_ip = $my_ip
 transport_url = $(transport_url)
+rpc_response_timeout = $RPC_TIMEOUT
 [api]
 auth_strategy = keystone
 [vnc]

@@ -13,6 +13,7 @@ ini_merge "$conf" <<INI
 [DEFAULT]
 my_ip = $ctl
 transport_url = $(transport_url)
+rpc_response_timeout = $RPC_TIMEOUT
 [api]
 auth_strategy = keystone
 [api_database]

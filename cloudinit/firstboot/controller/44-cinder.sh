@@ -10,6 +10,7 @@ ctl=$(fact node.ip)
 ini_merge /etc/cinder/cinder.conf <<INI
 [DEFAULT]
 transport_url = $(transport_url)
+rpc_response_timeout = $RPC_TIMEOUT
 auth_strategy = keystone
 my_ip = $ctl
 glance_api_servers = http://$ctl:9292
