@@ -21,6 +21,8 @@ from builder.errors import PrerequisiteError
 from builder.plan import Plan
 
 PREFIX = "stackseed-verify-"
+CLEANUP_ATTEMPTS = 3
+CLEANUP_BACKOFF = 10.0  # seconds, times the attempt number
 REQUIRED_SERVICES = ("identity", "image", "placement", "compute", "network", "volumev3")
 # What the controller's day-zero phase creates; verify boots from and onto these.
 TEST_IMAGE = "stackseed-test"
@@ -212,10 +214,16 @@ def run_checks(ctx: Context, checks: Iterable[tuple[str, Check]]) -> list[Row]:
 def cleanup(ctx: Context) -> list[Row]:
     failures = []
     for what, func in reversed(ctx.cleanups):
-        try:
-            func()
-        except Exception as exc:  # keep cleaning; report what stayed behind
-            failures.append(f"{what}: {type(exc).__name__}: {exc}")
+        # A TCG controller busy with the delete before may drop a connection: try again.
+        for attempt in range(CLEANUP_ATTEMPTS):
+            try:
+                func()
+                break
+            except Exception as exc:  # keep cleaning; report what stayed behind
+                if attempt == CLEANUP_ATTEMPTS - 1:
+                    failures.append(f"{what}: {type(exc).__name__}: {exc}")
+                else:
+                    time.sleep(CLEANUP_BACKOFF * (attempt + 1))
     ctx.cleanups.clear()
     if failures:
         return [Row("cleanup", False, "; ".join(failures))]
@@ -456,6 +464,20 @@ def leftovers(conn: Any) -> list[str]:
     return found
 
 
+def sweep(conn: Any) -> None:
+    """Removes what an interrupted earlier verify left behind, so every run starts clean."""
+    for f in conn.network.ips():
+        if (f.description or "").startswith(PREFIX):
+            conn.network.delete_ip(f, ignore_missing=True)
+    for server in conn.compute.servers():
+        if server.name.startswith(PREFIX):
+            conn.compute.delete_server(server, ignore_missing=True)
+            conn.compute.wait_for_delete(server, wait=600)
+    for volume in conn.block_storage.volumes():
+        if (volume.name or "").startswith(PREFIX):
+            conn.block_storage.delete_volume(volume, ignore_missing=True, force=True)
+
+
 def connect(clouds_yaml: Path, cloud: str) -> tuple[Any, str]:
     """An openstacksdk connection from the lab's clouds.yaml, and the admin password in it."""
     import openstack.config
@@ -484,6 +506,7 @@ def verify(
     conn, password = connect(clouds_yaml, plan.lab)
     ctx = Context(conn=conn, plan=plan, password=password, timeout=timeout, deep=deep)
     try:
+        sweep(conn)
         return run_checks(ctx, checks(deep))
     finally:
         conn.close()

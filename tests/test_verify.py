@@ -125,7 +125,8 @@ def test_run_checks_keeps_going_and_cleans_up_newest_first(plan) -> None:
     assert not verify.all_ok(rows)
 
 
-def test_cleanup_failure_becomes_a_failing_row(plan) -> None:
+def test_cleanup_failure_becomes_a_failing_row(plan, monkeypatch) -> None:
+    monkeypatch.setattr(verify, "CLEANUP_BACKOFF", 0.0)
     context = ctx(plan)
 
     def leaky(c: Context) -> str:
@@ -134,6 +135,25 @@ def test_cleanup_failure_becomes_a_failing_row(plan) -> None:
 
     rows = verify.run_checks(context, [("v", leaky)])
     assert rows[-1] == Row("cleanup", False, "volume: RuntimeError: still attached")
+
+
+def test_cleanup_retries_a_transient_failure(plan, monkeypatch) -> None:
+    monkeypatch.setattr(verify, "CLEANUP_BACKOFF", 0.0)
+    context = ctx(plan)
+    calls: list[int] = []
+
+    def flaky() -> None:
+        calls.append(1)
+        if len(calls) < verify.CLEANUP_ATTEMPTS:
+            raise ConnectionResetError("controller busy")
+
+    def makes(c: Context) -> str:
+        c.on_cleanup("server", flaky)
+        return "made a server"
+
+    rows = verify.run_checks(context, [("s", makes)])
+    assert [(r.name, r.ok) for r in rows] == [("s", True)]
+    assert len(calls) == verify.CLEANUP_ATTEMPTS
 
 
 def test_json_output_shape() -> None:
