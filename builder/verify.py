@@ -448,34 +448,34 @@ def checks(deep: bool) -> list[tuple[str, Check]]:
     return base
 
 
+def _own(conn: Any) -> Iterable[tuple[str, str, Any]]:
+    """(kind, label, object) for everything verify made that still exists, deletion order."""
+    for f in conn.network.ips():
+        if (f.description or "").startswith(PREFIX):
+            yield "floating ip", f.floating_ip_address, f
+    for s in conn.compute.servers():
+        if s.name.startswith(PREFIX):
+            yield "server", s.name, s
+    for v in conn.block_storage.volumes():
+        if (v.name or "").startswith(PREFIX):
+            yield "volume", v.name, v
+
+
 def leftovers(conn: Any) -> list[str]:
     """Anything verify made that is still there (a leak check for tests and for the next run)."""
-    found = [f"server {s.name}" for s in conn.compute.servers() if s.name.startswith(PREFIX)]
-    found += [
-        f"volume {v.name}"
-        for v in conn.block_storage.volumes()
-        if (v.name or "").startswith(PREFIX)
-    ]
-    found += [
-        f"floating ip {f.floating_ip_address}"
-        for f in conn.network.ips()
-        if (f.description or "").startswith(PREFIX)
-    ]
-    return found
+    return [f"{kind} {label}" for kind, label, _ in _own(conn)]
 
 
 def sweep(conn: Any) -> None:
     """Removes what an interrupted earlier verify left behind, so every run starts clean."""
-    for f in conn.network.ips():
-        if (f.description or "").startswith(PREFIX):
-            conn.network.delete_ip(f, ignore_missing=True)
-    for server in conn.compute.servers():
-        if server.name.startswith(PREFIX):
-            conn.compute.delete_server(server, ignore_missing=True)
-            conn.compute.wait_for_delete(server, wait=600)
-    for volume in conn.block_storage.volumes():
-        if (volume.name or "").startswith(PREFIX):
-            conn.block_storage.delete_volume(volume, ignore_missing=True, force=True)
+    for kind, _, thing in list(_own(conn)):
+        if kind == "floating ip":
+            conn.network.delete_ip(thing, ignore_missing=True)
+        elif kind == "server":
+            conn.compute.delete_server(thing, ignore_missing=True)
+            conn.compute.wait_for_delete(thing, wait=600)
+        else:
+            conn.block_storage.delete_volume(thing, ignore_missing=True, force=True)
 
 
 def connect(clouds_yaml: Path, cloud: str) -> tuple[Any, str]:
