@@ -15,11 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -27,12 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.report import write_section
 from builder.loader import load
 from builder.paths import state_root
+from builder.phase_log import GREP, PhaseTime, phase_times
 from vms.console import read_progress
 
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[1] / "builder" / "data" / "lab.yaml"
-RUN_LINE = re.compile(
-    r"^==== (?P<node>\S+) phase=(?P<phase>\S+) (?:start|exit=(?P<rc>\d+)) (?P<at>\S+)$"
-)
 
 
 def lab(args: list[str], topology: Path, **kwargs) -> subprocess.CompletedProcess:
@@ -64,36 +60,9 @@ def up_and_watch(topology: Path, names: list[str], console_dir: Path, timeout: i
     return {"rc": proc.returncode, "total": time.monotonic() - start, "done": done}
 
 
-def phase_times(topology: Path, name: str) -> list[tuple[str, float, int | None]]:
-    """(phase, seconds, exit status) from the runner's own lines in the node's log."""
-    got = lab(
-        [
-            "ssh",
-            "--topology",
-            str(topology),
-            name,
-            "sudo",
-            "grep",
-            "-a",
-            "^==== ",
-            "/var/log/stackseed/firstboot.log",
-        ],
-        topology,
-        capture_output=True,
-    )
-    starts: dict[str, datetime] = {}
-    rows = []
-    for line in got.stdout.splitlines():
-        m = RUN_LINE.match(line.strip())
-        if not m:
-            continue
-        at = datetime.fromisoformat(m["at"].replace("Z", "+00:00"))
-        if m["rc"] is None:
-            starts[m["phase"]] = at
-        elif m["phase"] in starts:
-            seconds = (at - starts[m["phase"]]).total_seconds()
-            rows.append((m["phase"], seconds, int(m["rc"])))
-    return rows
+def node_phase_times(topology: Path, name: str) -> list[PhaseTime]:
+    got = lab(["ssh", "--topology", str(topology), name, *GREP], topology, capture_output=True)
+    return phase_times(got.stdout)
 
 
 def main() -> None:
@@ -113,7 +82,7 @@ def main() -> None:
         up = up_and_watch(args.topology, names, console_dir, args.timeout)
         print(f"lab up: {json.dumps(up)}", flush=True)
 
-    phases = {name: phase_times(args.topology, name) for name in names}
+    phases = {name: node_phase_times(args.topology, name) for name in names}
     for name, rows in phases.items():
         for phase, seconds, rc in rows:
             print(f"{name} {phase} {seconds:.0f}s exit={rc}", flush=True)

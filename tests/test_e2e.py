@@ -18,8 +18,13 @@ import pytest
 import yaml
 from conftest import DEFAULT, REPO
 
+from builder.phase_log import GREP, phase_times
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.libvirt]
 URI = "qemu:///system"
+NODES = ("controller", "compute1", "block1")
+# Kept outside pytest's tmp dirs so a run's figures survive for docs/benchmarks.md.
+REPORT = Path(os.environ.get("STACKSEED_E2E_REPORT", "/var/tmp/stackseed-e2e.json"))
 SCAN = Path(__file__).parent / "support" / "node_secret_scan.py"
 SEPARATOR = "\n#VALUES\n"
 # One remote command string: the scan's source and the values both come on stdin.
@@ -72,10 +77,20 @@ def _inventory() -> dict[str, list[str]]:
     }
 
 
+def _phases(state: Path) -> dict[str, list[list]]:
+    """Each node's per-phase wall times, read over `lab ssh` before the lab goes away."""
+    got = {}
+    for node in NODES:
+        log = _cli("lab", "ssh", "-t", str(DEFAULT), node, *GREP, state=state, timeout=300)
+        got[node] = [[p.phase, round(p.seconds), p.rc] for p in phase_times(log.stdout)]
+    return got
+
+
 def test_default_lab_assembles_and_verifies(tmp_path: Path) -> None:
     state = tmp_path / "state"
     before = _inventory()
     timings: dict[str, float] = {}
+    phases: dict[str, list[list]] = {}
 
     start = time.monotonic()
     built = _cli("build-images", "--all", state=state, timeout=3600)
@@ -119,7 +134,7 @@ def test_default_lab_assembles_and_verifies(tmp_path: Path) -> None:
         secrets = yaml.safe_load((lab_state / "secrets.yaml").read_text())
         values = "\n".join(secrets.values()) + "\n"
         payload = SCAN.read_text() + SEPARATOR + values
-        for node in ("controller", "compute1", "block1"):
+        for node in NODES:
             result = _cli(
                 "lab",
                 "ssh",
@@ -137,9 +152,12 @@ def test_default_lab_assembles_and_verifies(tmp_path: Path) -> None:
             text = log.read_text(errors="replace")
             assert not [k for k, v in secrets.items() if v in text], log
     finally:
+        phases = _phases(state)
         start = time.monotonic()
         down = _cli("lab", "down", "-t", str(DEFAULT), state=state, timeout=900)
         timings["lab down"] = time.monotonic() - start
-        print(json.dumps(timings, indent=2))
+        report = {"seconds": {k: round(v) for k, v in timings.items()}, "phases": phases}
+        REPORT.write_text(json.dumps(report, indent=1))
+        print(json.dumps(report, indent=1))
     assert down.returncode == 0, down.stderr
     assert _inventory() == before
