@@ -21,6 +21,7 @@ from pathlib import Path
 
 from builder.build_key import FORMAT_ELEMENTS
 from builder.errors import StackseedError
+from builder.fsutil import owner_kept
 from builder.images import IMAGE_JSON, ImageInfo, file_sha256, load_image_info
 
 ROOT_LABEL = "cloudimg-rootfs"
@@ -82,6 +83,9 @@ class DibRun:
         return env
 
 
+KVM = Path("/dev/kvm")
+
+
 def run(
     dib: DibRun, log_path: Path, on_line: Callable[[str], None], base_env: dict[str, str]
 ) -> int:
@@ -90,7 +94,7 @@ def run(
     env = dib.env(base_env)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     dib.staging.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:
+    with log_path.open("w") as log, owner_kept(KVM):
         shown_env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
         log.write(f"# env: {shown_env}\n# command: {shlex.join(cmd)}\n")
         log.flush()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -41,3 +43,26 @@ def copy_private(source: Path, target: Path) -> bool:
         return False
     write_private(target, data)
     return True
+
+
+@contextmanager
+def owner_kept(path: Path) -> Iterator[None]:
+    """Put `path`'s owner and group back if something changed them meanwhile.
+
+    DIB's chroot sees the host's /dev, and the udev package configured inside it gives
+    /dev/kvm the chroot's own `kvm` gid; libvirt then re-probes qemu on every define.
+    """
+    try:
+        before = path.stat()
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        try:
+            after = path.stat()
+        except OSError:
+            after = None
+        if after is not None and (after.st_uid, after.st_gid) != (before.st_uid, before.st_gid):
+            os.chown(path, before.st_uid, before.st_gid)
