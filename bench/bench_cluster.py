@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -38,10 +39,35 @@ def lab(args: list[str], topology: Path, **kwargs) -> subprocess.CompletedProces
     return subprocess.run(cmd, env=env, text=True, check=False, **kwargs)
 
 
-def up_and_watch(topology: Path, names: list[str], console_dir: Path, timeout: int) -> dict:
+@dataclass
+class Scenario:
+    """How far the run departs from a plain `lab up --wait`."""
+
+    first: list[str]  # started `head_start` seconds before the rest (`lab up --only`)
+    head_start: int
+    reboot: tuple[str, str] | None  # (node, phase): reboot the node when it starts that phase
+
+    def describe(self) -> str:
+        parts = []
+        if self.first:
+            parts.append(f"{', '.join(self.first)} started {self.head_start} s before the rest")
+        if self.reboot:
+            parts.append(f"{self.reboot[0]} rebooted when it began phase {self.reboot[1]}")
+        return "; ".join(parts) or "all nodes started together"
+
+
+def up_and_watch(
+    topology: Path, names: list[str], console_dir: Path, timeout: int, scenario: Scenario
+) -> dict:
     """Seconds from `lab up` to each node's `phase=firstboot status=done` on its console."""
     log = open("/var/tmp/bench-cluster-up.log", "w")  # noqa: SIM115 - closed below
     start = time.monotonic()
+    events: dict[str, float] = {}
+    if scenario.first:
+        only = [arg for name in scenario.first for arg in ("--only", name)]
+        lab(["up", *only], topology, stdout=log, stderr=subprocess.STDOUT)
+        time.sleep(scenario.head_start)
+        events["rest started"] = time.monotonic() - start
     proc = subprocess.Popen(
         ["lab", "up", "--wait", "--timeout", str(timeout), "--topology", str(topology)],
         stdout=log,
@@ -49,7 +75,14 @@ def up_and_watch(topology: Path, names: list[str], console_dir: Path, timeout: i
         env={k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "STACKSEED_STATE_DIR")},
     )
     done: dict[str, float] = {}
+    rebooted = scenario.reboot is None
     while proc.poll() is None or len(done) < len(names):
+        if not rebooted and scenario.reboot is not None:
+            node, phase = scenario.reboot
+            if read_progress(console_dir / f"{node}.log").phase == f"firstboot:{phase}":
+                lab(["reboot", node], topology, stdout=log, stderr=subprocess.STDOUT)
+                events[f"{node} rebooted"] = time.monotonic() - start
+                rebooted = True
         for name in names:
             if name not in done and read_progress(console_dir / f"{name}.log").reached("ready"):
                 done[name] = time.monotonic() - start
@@ -57,7 +90,8 @@ def up_and_watch(topology: Path, names: list[str], console_dir: Path, timeout: i
             break
         time.sleep(2)
     log.close()
-    return {"rc": proc.returncode, "total": time.monotonic() - start, "done": done}
+    total = time.monotonic() - start
+    return {"rc": proc.returncode, "total": total, "done": done, "events": events}
 
 
 def node_phase_times(topology: Path, name: str) -> list[PhaseTime]:
@@ -71,7 +105,23 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=3600)
     parser.add_argument("--keep", action="store_true", help="leave the lab up")
     parser.add_argument("--skip-up", action="store_true", help="measure the lab that is up")
+    parser.add_argument(
+        "--first",
+        action="append",
+        default=[],
+        metavar="NODE",
+        help="start NODE before the others (repeatable)",
+    )
+    parser.add_argument("--head-start", type=int, default=300, metavar="S")
+    parser.add_argument(
+        "--reboot",
+        metavar="NODE@PHASE",
+        help="reboot NODE when it starts PHASE, e.g. controller@42-nova",
+    )
+    parser.add_argument("--section", default="cluster", help="docs/benchmarks.md section")
     args = parser.parse_args()
+    reboot = tuple(args.reboot.split("@", 1)) if args.reboot else None
+    scenario = Scenario(args.first, args.head_start, reboot)  # type: ignore[arg-type]
     topo = load(args.topology)
     names = [n.name for n in topo.nodes]
     console_dir = state_root() / topo.lab.name / "console"
@@ -79,7 +129,7 @@ def main() -> None:
     up = None
     if not args.skip_up:
         lab(["down"], args.topology, capture_output=True)
-        up = up_and_watch(args.topology, names, console_dir, args.timeout)
+        up = up_and_watch(args.topology, names, console_dir, args.timeout, scenario)
         print(f"lab up: {json.dumps(up)}", flush=True)
 
     phases = {name: node_phase_times(args.topology, name) for name in names}
@@ -99,10 +149,17 @@ def main() -> None:
     if not args.keep and not args.skip_up:
         lab(["down"], args.topology, capture_output=True)
 
-    lines = ["## The whole chain: lab up to a verified cloud (bench/bench_cluster.py)", ""]
+    title = "The whole chain: lab up to a verified cloud"
+    if args.section != "cluster":
+        title += f" ({scenario.describe()})"
+    lines = [f"## {title} (bench/bench_cluster.py)", ""]
     if up is not None:
         lines += [
-            f"Topology `{args.topology.name}` ({len(names)} nodes), all VMs under TCG.",
+            f"Topology `{args.topology.name}` ({len(names)} nodes), all VMs under TCG; "
+            f"{scenario.describe()}. `lab up --wait` exit status {up['rc']}, "
+            f"{up['total']:.0f} s in all"
+            + "".join(f"; {what} at {at:.0f} s" for what, at in up["events"].items())
+            + ".",
             "",
             "| node | `lab up` to first boot done (s) |",
             "|---|---:|",
@@ -120,7 +177,7 @@ def main() -> None:
         for c in verdict["checks"]
     ]
     lines += ["", f"`lab verify` wall time: {verify_s:.0f} s."]
-    write_section("cluster", "\n".join(lines))
+    write_section(args.section, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ URI = "qemu:///system"
 NODES = ("controller", "compute1", "block1")
 # Kept outside pytest's tmp dirs so a run's figures survive for docs/benchmarks.md.
 REPORT = Path(os.environ.get("STACKSEED_E2E_REPORT", "/var/tmp/stackseed-e2e.json"))
+STATE = Path(os.environ.get("STACKSEED_E2E_STATE", "/var/tmp/stackseed-e2e-state"))
 SCAN = Path(__file__).parent / "support" / "node_secret_scan.py"
 SEPARATOR = "\n#VALUES\n"
 # One remote command string: the scan's source and the values both come on stdin.
@@ -86,8 +88,13 @@ def _phases(state: Path) -> dict[str, list[list]]:
     return got
 
 
-def test_default_lab_assembles_and_verifies(tmp_path: Path) -> None:
-    state = tmp_path / "state"
+def test_default_lab_assembles_and_verifies() -> None:
+    # Not pytest's tmp_path: pytest prunes old tmp dirs while the lab (its key, its console
+    # logs) still needs them, and the console logs are worth keeping after a failure.
+    state = STATE
+    if state.exists():  # an earlier run's lab and files: take the lab down, then start clean
+        _cli("lab", "down", "-t", str(DEFAULT), state=state, timeout=900)
+        shutil.rmtree(state)
     before = _inventory()
     timings: dict[str, float] = {}
     phases: dict[str, list[list]] = {}

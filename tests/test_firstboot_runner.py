@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -167,3 +169,59 @@ def test_missing_phase_dir_fails(root: Root) -> None:
     result = root.run()
     assert result.returncode != 0
     assert "phase=firstboot status=fail" in root.console.read_text()
+
+
+def test_complete_first_boot_leaves_a_final_stamp_and_a_rerun_does_nothing(root: Root) -> None:
+    root.phase("10-once.sh", 'echo x >> "$STACKSEED_ROOT/count"')
+    assert root.run().returncode == 0
+    assert (root.done / "firstboot").exists()
+    assert root.run().returncode == 0
+    assert (root.base / "count").read_text() == "x\n"
+    assert "first boot already complete" in root.log.read_text()
+
+
+def test_a_shutdown_mid_phase_is_interrupted_not_failed_and_resumes(root: Root) -> None:
+    started = root.base / "started"
+    root.phase("10-first.sh", "true")
+    root.phase("20-slow.sh", f'touch {started}; [ -e "$STACKSEED_ROOT/go" ] || sleep 60')
+    root.phase("30-last.sh", "true")
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "STACKSEED_ROOT": str(root.base),
+        "STACKSEED_CONSOLE": str(root.console),
+    }
+    # Like systemd stopping cloud-final at shutdown: TERM to every process of the run.
+    proc = subprocess.Popen(["bash", str(RUNNER)], env=env, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert started.exists()
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    lines = root.console_lines()
+    assert lines[-1] == "STACKSEED node=node7 phase=20-slow status=interrupted"
+    assert not any("status=fail" in line for line in lines)
+    assert not (root.done / "20-slow").exists() and not (root.done / "firstboot").exists()
+
+    (root.base / "go").touch()
+    assert root.run().returncode == 0  # the next boot's run
+    assert (root.done / "30-last").exists() and (root.done / "firstboot").exists()
+
+
+def test_a_second_runner_does_not_interleave(root: Root) -> None:
+    root.phase("10-slow.sh", f"touch {root.base / 'started'}; sleep 5")
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "STACKSEED_ROOT": str(root.base),
+        "STACKSEED_CONSOLE": str(root.console),
+    }
+    first = subprocess.Popen(["bash", str(RUNNER)], env=env)
+    deadline = time.monotonic() + 30
+    while not (root.base / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    second = root.run()
+    assert second.returncode == 0
+    assert first.wait(timeout=60) == 0
+    log = root.log.read_text()
+    assert "another stackseed-firstboot is running" in log
+    assert log.count("phase=10-slow start") == 1

@@ -80,7 +80,14 @@ def test_user_data_content(tmp_path: Path) -> None:
         assert node_secrets == secrets_for(node.role, secrets)
         scripts = [p for p in files if p.startswith("/usr/local/lib/stackseed/firstboot.d/")]
         assert [Path(p).name for p in scripts] == [n for n, _ in phases(node.role)]
-        assert ["/usr/local/sbin/stackseed-firstboot"] in data["runcmd"]
+        runner = ["/usr/local/sbin/stackseed-firstboot"]
+        assert runner in data["runcmd"]
+        # The resume unit is enabled before the first run, so a reboot mid-run resumes it.
+        enable = ["systemctl", "enable", "stackseed-firstboot.service"]
+        assert data["runcmd"].index(enable) < data["runcmd"].index(runner)
+        unit = files["/etc/systemd/system/stackseed-firstboot.service"]["content"]
+        assert f"ExecStart={runner[0]}" in unit
+        assert "ConditionPathExists=!/var/lib/stackseed/done/firstboot" in unit
         keys = data["users"][0]["ssh_authorized_keys"]
         assert keys == [
             (LabState(tmp_path / "state").ssh_key.with_suffix(".pub")).read_text().strip()

@@ -11,6 +11,7 @@ libvirt = pytest.importorskip("libvirt")
 
 from click.testing import CliRunner  # noqa: E402
 
+from builder.errors import StackseedError  # noqa: E402
 from tests.test_vms_launcher import TOPOLOGY, make_images  # noqa: E402
 
 URI = "test:///default"
@@ -68,3 +69,47 @@ def test_missing_image_fails_before_anything_is_made(cli, tmp_path, monkeypatch)
         run_cli(lab)
     assert exit_info.value.code == 4  # EXIT_PREREQ
     assert (len(conn.listAllDomains()), len(conn.listAllNetworks())) == before
+
+
+def _states(conn) -> dict[str, bool]:
+    return {d.name(): bool(d.isActive()) for d in conn.listAllDomains() if "stackseed-" in d.name()}
+
+
+def test_only_starts_the_named_nodes_and_a_later_up_starts_the_rest(cli):
+    run, conn = cli
+    code, output = run("up", "--only", "block1")
+    assert code == 0, output
+    assert "left off: controller" in output
+    assert _states(conn) == {"stackseed-controller": False, "stackseed-block1": True}
+    code, output = run("up")
+    assert code == 0 and "domain controller: started" in output
+    assert set(_states(conn).values()) == {True}
+    run("down")
+
+
+def test_only_with_an_unknown_node_names_the_topology_and_makes_nothing(cli):
+    run, conn = cli
+    before = sorted(d.name() for d in conn.listAllDomains())
+    nets = sorted(n.name() for n in conn.listAllNetworks())
+    with pytest.raises(StackseedError) as error:
+        run("up", "--only", "compute9")
+    assert "compute9" in str(error.value) and str(TOPOLOGY) in str(error.value)
+    assert "controller, block1" in error.value.fix
+    assert sorted(d.name() for d in conn.listAllDomains()) == before
+    assert sorted(n.name() for n in conn.listAllNetworks()) == nets
+
+
+def test_reboot_a_running_node_and_refuse_one_that_is_not(cli):
+    run, conn = cli
+    run("up")
+    code, output = run("reboot", "controller")
+    assert code == 0 and "reboot requested" in output
+    code, output = run("reboot", "controller", "--hard")
+    assert code == 0 and "reset" in output
+    assert _states(conn)["stackseed-controller"]
+    with pytest.raises(StackseedError, match="no node 'nova'"):
+        run("reboot", "nova")
+    run("down")
+    with pytest.raises(StackseedError, match="not running") as error:
+        run("reboot", "controller")
+    assert "lab up" in error.value.fix

@@ -110,3 +110,30 @@ def test_log_reader_returns_only_new_complete_lines(tmp_path: Path):
     log.write_bytes(b"again\n")  # a restarted domain truncates its log
     assert reader.new_lines() == ["again"]
     assert tail(log, 5) == ["again"]
+
+
+def test_a_reboot_mid_first_boot_is_followed_to_the_resumed_end():
+    before = (
+        BOOT
+        + "STACKSEED node=c phase=30-keystone status=start\n"
+        + "STACKSEED node=c phase=30-keystone status=interrupted\n"
+    )
+    assert scan(before).phase == "firstboot:30-keystone (interrupted)"
+    assert scan(before).failed is None
+    # The second boot: cloud-init finishes first (runcmd ran on boot 1), then the unit resumes.
+    rebooted = before + BOOT + FINISHED
+    progress = scan(rebooted)
+    assert progress.boots == 2 and progress.failed is None
+    assert progress.phase == "firstboot:resuming" and not progress.reached("ready")
+    resumed = rebooted + (
+        "STACKSEED node=c phase=30-keystone status=start\n"
+        "STACKSEED node=c phase=30-keystone status=done\n"
+        "STACKSEED node=c phase=firstboot status=done\n"
+    )
+    assert scan(resumed).reached("ready")
+
+
+def test_a_hard_reset_without_the_interrupted_marker_also_resumes():
+    text = BOOT + "STACKSEED node=c phase=42-nova status=start\n" + BOOT + FINISHED
+    progress = scan(text)
+    assert progress.failed is None and progress.phase == "firstboot:resuming"

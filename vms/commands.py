@@ -70,6 +70,14 @@ def _accel(conn: libvirt.virConnect, uri: str, requested: str) -> Accel:
     is_flag=True,
     help="Opt-in: let the management network reach the outside world through the host (NAT).",
 )
+@click.option(
+    "--only",
+    "only",
+    multiple=True,
+    metavar="NODE",
+    help="Start only these nodes (repeatable); the rest are defined but left off until the "
+    "next 'lab up'. Nodes may boot in any order.",
+)
 @click.option("--images-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
 @click.option(
     "--pool-dir",
@@ -85,11 +93,13 @@ def up(
     until: str,
     timeout: float,
     nat: bool,
+    only: tuple[str, ...],
     images_dir: Path | None,
     pool_dir: Path | None,
 ) -> None:
     """Create (or converge) the lab's networks, disks and VMs, and start them."""
     plan = lab.plan
+    hold = _held(lab, only)
     uri = resolve_uri(connect)
     images = {
         role: find_image(plan.topology.lab.release, role, images_dir)
@@ -108,6 +118,7 @@ def up(
         accel=chosen,
         pool_dir=pool_dir or default_pool_dir(uri, plan.lab),
         nat=nat,
+        hold=hold,
     )
     report = launcher.up(conn, launch)
     for change in report.changes:
@@ -118,12 +129,25 @@ def up(
         out.print(f"lab {plan.lab} is up on {uri} ({chosen.mode.upper()})")
     else:
         out.print(f"lab {plan.lab} is already up on {uri}: nothing changed")
+    if hold:
+        out.print(f"left off: {', '.join(sorted(hold))} ('lab up' starts them)")
     if wait:
-        _wait(conn, lab, until, timeout)
+        _wait(conn, lab, until, timeout, [n.name for n in plan.nodes if n.name not in hold])
 
 
-def _wait(conn: libvirt.virConnect, lab: Lab, until: str, timeout: float) -> None:
-    rows: dict[str, tuple[str, str]] = {n.name: ("starting", "") for n in lab.plan.nodes}
+def _held(lab: Lab, only: tuple[str, ...]) -> frozenset[str]:
+    names = [n.name for n in lab.plan.nodes]
+    unknown = sorted(set(only) - set(names))
+    if unknown:
+        raise StackseedError(
+            f"--only {', '.join(unknown)}: no such node in {lab.topology_file}",
+            fix=f"name nodes of the topology's 'nodes' list: {', '.join(names)}",
+        )
+    return frozenset(names) - set(only) if only else frozenset()
+
+
+def _wait(conn: libvirt.virConnect, lab: Lab, until: str, timeout: float, names: list[str]) -> None:
+    rows: dict[str, tuple[str, str]] = {name: ("starting", "") for name in names}
     roles = {n.name: n.role for n in lab.plan.nodes}
 
     def table() -> Table:
@@ -148,7 +172,7 @@ def _wait(conn: libvirt.virConnect, lab: Lab, until: str, timeout: float) -> Non
         live.start()
     try:
         reached = watch.wait(
-            conn, lab.plan, lab.state, until=until, timeout=timeout, on_update=update
+            conn, lab.plan, lab.state, until=until, timeout=timeout, on_update=update, names=names
         )
     finally:
         if live is not None:
@@ -222,6 +246,30 @@ def console(lab: Lab, connect: str | None, node: str, follow_log: bool, lines: i
         sys.exit(0)
 
 
+@click.command("reboot")
+@topology_options
+@connect_option
+@click.argument("node")
+@click.option("--hard", is_flag=True, help="Reset at once (a power cut), not an ACPI reboot.")
+def reboot(lab: Lab, connect: str | None, node: str, hard: bool) -> None:
+    """Reboot NODE's VM; an unfinished first boot resumes where it stopped."""
+    names = [n.name for n in lab.plan.nodes]
+    if node not in names:
+        raise StackseedError(
+            f"no node {node!r} in {lab.topology_file}", fix=f"pick one of: {', '.join(names)}"
+        )
+    dom = domains.owned(open_connection(resolve_uri(connect)), lab.plan.lab).get(node)
+    if dom is None or not dom.isActive():
+        raise StackseedError(
+            f"node {node} is not running ({domains.state_of(dom)})", fix="start it with 'lab up'"
+        )
+    if hard:
+        dom.reset(0)
+    else:
+        dom.reboot(0)
+    out.print(f"{node}: {'reset' if hard else 'reboot requested (ACPI)'}")
+
+
 @click.command("ssh", context_settings={"ignore_unknown_options": True})
 @topology_options
 @click.argument("node")
@@ -252,7 +300,7 @@ def doctor(lab: Lab, connect: str | None, images_dir: Path | None, pool_dir: Pat
         raise PrerequisiteError(f"{len(failed)} check(s) failed: {', '.join(failed)}")
 
 
-COMMANDS = (up, down, status, console, ssh_cmd, doctor)
+COMMANDS = (up, down, status, console, reboot, ssh_cmd, doctor)
 
 
 def _explained(callback: Callable[..., Any]) -> Callable[..., Any]:

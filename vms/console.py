@@ -1,7 +1,8 @@
 """What a node's serial console says about its boot: kernel, cloud-init stages, first-boot phases.
 
 The guest prints `STACKSEED node=<n> phase=<p> status=start|done|fail` per first-boot phase and
-`phase=firstboot status=done|fail` at the end; cloud-init prints its own stage lines.
+`phase=firstboot status=done|fail` at the end; cloud-init prints its own stage lines. A reboot
+mid-way prints `status=interrupted`; the next boot's resume unit carries on with the phases.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MARKER = re.compile(
-    r"STACKSEED node=(?P<node>\S+) phase=(?P<phase>\S+) status=(?P<status>start|done|fail)\b"
+    r"STACKSEED node=(?P<node>\S+) phase=(?P<phase>\S+) "
+    r"status=(?P<status>start|done|fail|interrupted)\b"
 )
 CLOUD_INIT_STAGE = re.compile(r"Cloud-init v\. \S+ running '(?P<stage>[^']+)'")
 CLOUD_INIT_FINISHED = re.compile(r"Cloud-init v\. \S+ finished at")
@@ -45,8 +47,9 @@ class Progress:
     failed: str | None = None  # the line that failed the node
     final: bool = False  # cloud-init's final stage has begun
     finished: bool = False  # cloud-init's final stage has finished
-    firstboot: str | None = None  # None: no marker seen; else 'running', 'done' or 'fail'
+    firstboot: str | None = None  # None: no marker; 'running', 'interrupted', 'done', 'fail'
     final_uptime: float | None = None
+    boots: int = 0
     history: list[str] = field(default_factory=list)
 
     def feed(self, line: str) -> None:
@@ -67,13 +70,22 @@ class Progress:
                     self.final_uptime = float(up["up"])
         elif CLOUD_INIT_FINISHED.search(line):
             self.finished = True
+            if self.boots > 1 and self.firstboot in ("running", "interrupted"):
+                # After a reboot cloud-init's runcmd is done; the resume unit starts after it.
+                self._set("firstboot:resuming")
+                return
             if self.firstboot in ("running", None):
                 self._set("cloud-init:done")
             if self.firstboot == "running":
                 self.failed = line.strip()
                 self.phase = "firstboot (never reported done)"
-        elif KERNEL.search(line) and self.phase == "off":
-            self._set("kernel")
+        elif KERNEL.search(line):
+            self.boots += 1
+            if self.boots == 1:
+                self._set("kernel")
+            else:
+                self.finished = False
+                self._set(f"kernel (boot {self.boots})")
         elif any(text in line for text in FATAL):
             self.failed = line.strip()
 
@@ -81,8 +93,12 @@ class Progress:
         if phase == "firstboot":
             self.firstboot = "done" if status == "done" else "fail"
             self._set("ready" if status == "done" else "firstboot")
+        elif status == "interrupted":
+            self.firstboot = "interrupted"
+            self._set(f"firstboot:{phase} (interrupted)")
         else:
-            self.firstboot = self.firstboot or "running"
+            if self.firstboot in (None, "interrupted"):
+                self.firstboot = "running"
             self._set(f"firstboot:{phase}")
         if status == "fail":
             self.failed = line.strip()

@@ -49,6 +49,8 @@ class Launch:
     accel: Accel
     pool_dir: Path
     nat: bool = False
+    # Nodes defined but left off (`lab up --only` the others); a later `lab up` starts them.
+    hold: frozenset[str] = frozenset()
 
 
 def _noop(_step: str) -> None:
@@ -117,7 +119,7 @@ def up(
             )
             dom = conn.defineXML(xml)
             report.did(f"domain {node.name}: defined ({launch.accel.mode})")
-        if not dom.isActive():
+        if node.name not in launch.hold and not dom.isActive():
             dom.create()
             report.did(f"domain {node.name}: started")
         checkpoint(f"domain:{node.name}")

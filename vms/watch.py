@@ -25,10 +25,12 @@ def wait(
     timeout: float = 1800.0,
     on_update: Update | None = None,
     interval: float = 1.0,
+    names: list[str] | None = None,
 ) -> dict[str, float]:
-    """Seconds from the call until each node reached `until`; raises naming a node that did not."""
+    """Seconds from the call until each node (of `names`, default all) reached `until`; raises
+    naming a node that did not."""
     start = time.monotonic()
-    names = [node.name for node in plan.nodes]
+    names = [node.name for node in plan.nodes] if names is None else names
     readers = {name: LogReader(state.console_log(name)) for name in names}
     progress = {name: Progress() for name in names}
     reached: dict[str, float] = {}
