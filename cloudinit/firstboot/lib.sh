@@ -452,6 +452,11 @@ INI
         conf_private neutron /etc/neutron/plugins/ml2/openvswitch_agent.ini
         ;;
     linuxbridge)
+        # The agent enslaves provider0 to the flat network's brq bridge; as with OVS, make sure
+        # the NIC (up without an address in network-config) is up.
+        if ip link show provider0 >/dev/null 2>&1; then
+            ip link set provider0 up
+        fi
         ini_merge /etc/neutron/plugins/ml2/linuxbridge_agent.ini <<INI
 [linux_bridge]
 physical_interface_mappings = provider:provider0

@@ -7,8 +7,10 @@ set -eu -o pipefail
 ip_addr=$(fact node.ip)
 name=$(fact node.name)
 
-sed -i -E "s/^-l .*/-l $ip_addr/" /etc/memcached.conf
-grep -q "^-l $ip_addr\$" /etc/memcached.conf || echo "-l $ip_addr" >>/etc/memcached.conf
+# One -l line only: a conf with several (e.g. 127.0.0.1 and ::1) rewritten to the same address
+# would make memcached bind it twice and fail to start.
+sed -i -E '/^-l[[:space:]]/d' /etc/memcached.conf
+echo "-l $ip_addr" >>/etc/memcached.conf
 svc_start memcached
 
 cat >/etc/default/etcd <<ETCD

@@ -37,10 +37,18 @@ a2enmod -q wsgi >/dev/null 2>&1 || true
 [ -e /etc/apache2/sites-enabled/openstack-dashboard-alias-only.conf ] ||
     a2ensite -q openstack-dashboard-alias-only >/dev/null
 # Horizon must run in the main interpreter of its daemon process: cryptography's Rust module
-# refuses a second sub-interpreter, and Debian's alias-only site sets no process group.
-cat >/etc/apache2/conf-available/stackseed-horizon.conf <<'CONF'
+# refuses a second sub-interpreter, and Debian's alias-only site sets no process group. Naming
+# a daemon group that no WSGIDaemonProcess defines fails every request, so the group is set
+# only where the enabled Apache config defines one called horizon (the packaging may differ
+# between releases); the main interpreter is asked for either way.
+process_group=""
+if grep -RqsE '^[[:space:]]*WSGIDaemonProcess[[:space:]]+horizon([[:space:]]|$)' \
+    /etc/apache2/sites-enabled/ /etc/apache2/conf-enabled/; then
+    process_group="    WSGIProcessGroup horizon"
+fi
+cat >/etc/apache2/conf-available/stackseed-horizon.conf <<CONF
 <Location /horizon>
-    WSGIProcessGroup horizon
+${process_group}
     WSGIApplicationGroup %{GLOBAL}
 </Location>
 CONF
