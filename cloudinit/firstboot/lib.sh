@@ -471,7 +471,10 @@ INI
         conf_private neutron /etc/neutron/plugins/ml2/linuxbridge_agent.ini
         modprobe br_netfilter 2>/dev/null || true
         line_once /etc/modules-load.d/stackseed.conf br_netfilter
-        sysctl -q -w net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1 || true
+        # Kept for later boots too: modules-load.d runs before systemd-sysctl applies this.
+        printf 'net.bridge.bridge-nf-call-iptables = 1\nnet.bridge.bridge-nf-call-ip6tables = 1\n' \
+            >/etc/sysctl.d/60-stackseed-bridge.conf
+        sysctl -q -p /etc/sysctl.d/60-stackseed-bridge.conf || true
         ;;
     esac
 }
