@@ -59,6 +59,10 @@ secret() {
 
 # wait_for <what> <timeout seconds> <command...>
 # Runs the command until it succeeds, backing off 1, 2, 4 ... 15 s; on timeout fails naming <what>.
+# How long a node waits for a service on another node: the controller's whole assembly under
+# TCG, plus a reboot of it, plus nodes started long before it.
+PEER_TIMEOUT=5400
+
 wait_for() {
     local what=$1 timeout=$2 delay=1 start now
     shift 2
@@ -133,12 +137,12 @@ PY
 # The readiness a node needs from the controller, with the timeouts first boot allows.
 # Nodes boot in any order, so the waits are long enough for the controller to finish.
 wait_keystone() {
-    wait_for "keystone /v3 at $(fact controller.ip):5000" "${1:-3000}" \
+    wait_for "keystone /v3 at $(fact controller.ip):5000" "${1:-$PEER_TIMEOUT}" \
         probe_http "http://$(fact controller.ip):5000/v3" 200
 }
 
 wait_rabbit() {
-    wait_for "rabbitmq login as openstack at $(fact controller.ip):5672" "${1:-3000}" probe_rabbit
+    wait_for "rabbitmq login as openstack at $(fact controller.ip):5672" "${1:-$PEER_TIMEOUT}" probe_rabbit
 }
 
 # --- configuration files -----------------------------------------------------------------

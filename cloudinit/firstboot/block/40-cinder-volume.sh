@@ -43,5 +43,5 @@ modprobe iscsi_target_mod 2>/dev/null || true
 
 # cinder-volume exits when the cinder schema is not there yet; the controller starts cinder-api
 # only after `cinder-manage db sync`, so the API answering means the tables exist.
-wait_for "cinder-api at $ctl:8776" 3000 probe_http "http://$ctl:8776/" 200 300
+wait_for "cinder-api at $ctl:8776" "$PEER_TIMEOUT" probe_http "http://$ctl:8776/" 200 300
 svc_start cinder-volume

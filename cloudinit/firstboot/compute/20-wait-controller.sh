@@ -6,5 +6,5 @@ set -eu -o pipefail
 # Nodes boot in any order: wait (bounded) until the controller's RabbitMQ takes our login and
 # keystone answers, naming whichever never came.
 need_secrets rabbit_password
-wait_rabbit 3000
-wait_keystone 3000
+wait_rabbit "$PEER_TIMEOUT"
+wait_keystone "$PEER_TIMEOUT"

@@ -55,7 +55,7 @@ install -d -o nova -g nova -m 0750 /var/lib/nova/tmp
 svc_start libvirtd
 # nova-compute reports ready only once nova-conductor answers it over RPC. The controller starts
 # nova-api after its conductor, so the API answering means the RPC peer is there.
-wait_for "nova-api at $ctl:8774" 3000 probe_http "http://$ctl:8774/" 200 300
+wait_for "nova-api at $ctl:8774" "$PEER_TIMEOUT" probe_http "http://$ctl:8774/" 200 300
 svc_start nova-compute
 # The controller's scheduler maps this host into cell1 on its next discovery pass.
 log "nova-compute started; it joins cell1 through periodic host discovery"
