@@ -48,6 +48,7 @@ def wait(
             if node.failed is None and (dom is None or not dom.isActive()):
                 node.failed = f"the domain is {domains.state_of(dom)}"
             if node.failed:
+                _settle(readers[name])
                 _fail(state, name, node, f"failed in phase {node.phase}: {node.failed}")
             if node.reached(until):
                 reached[name] = elapsed
@@ -67,6 +68,15 @@ def wait(
                 timed_out=True,
             )
         time.sleep(interval)
+
+
+def _settle(reader: LogReader, grace: float = 5.0) -> None:
+    """The runner prints the failed phase's log tail just after its fail marker: let it land."""
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if any("phase=firstboot status=fail" in line for line in reader.new_lines()):
+            return
+        time.sleep(0.5)
 
 
 def _fail(state: LabState, name: str, node: Progress, why: str, *, timed_out: bool = False) -> None:

@@ -48,7 +48,10 @@ ini_set "$conf" service_user send_service_user_token true
 service_user_block "$conf" placement placement svc_placement
 service_user_block "$conf" neutron neutron svc_neutron
 conf_private nova "$conf"
-uwsgi_processes 2 /etc/nova/nova-api-uwsgi.ini /etc/nova/nova-api-metadata-uwsgi.ini
+# nova-api already has [cinder] and [neutron] (incl. the metadata secret): the later phases
+# need not restart it, and each restart re-imports nova under TCG for minutes.
+uwsgi_processes 2 /etc/nova/nova-api-uwsgi.ini
+uwsgi_processes 1 /etc/nova/nova-api-metadata-uwsgi.ini
 # Debian starts the SPICE proxy unless told otherwise; the guide's console is noVNC.
 sed -i -E 's/^#?NOVA_CONSOLE_PROXY_TYPE=.*/NOVA_CONSOLE_PROXY_TYPE=novnc/' /etc/default/nova-consoleproxy
 install -d -o nova -g nova -m 0750 /var/lib/nova/tmp

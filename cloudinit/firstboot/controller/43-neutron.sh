@@ -66,5 +66,3 @@ as_user neutron neutron-db-manage --config-file /etc/neutron/neutron.conf \
 svc_start neutron-api neutron-rpc-server "$l2_agent" neutron-dhcp-agent neutron-metadata-agent \
     neutron-l3-agent
 wait_for "neutron-server on $ctl:9696" 300 probe_http "http://$ctl:9696/" 200
-# nova-api caches nothing about neutron, but its metadata API must see the shared secret.
-systemctl restart nova-api-metadata

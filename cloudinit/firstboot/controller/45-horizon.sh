@@ -46,7 +46,10 @@ if grep -RqsE '^[[:space:]]*WSGIDaemonProcess[[:space:]]+horizon([[:space:]]|$)'
     /etc/apache2/sites-enabled/ /etc/apache2/conf-enabled/; then
     process_group="    WSGIProcessGroup horizon"
 fi
+# Timeout: Horizon's first request loads Django; under TCG, with the other APIs busy, that took
+# over Apache's default 300 s and the daemon's answer was dropped.
 cat >/etc/apache2/conf-available/stackseed-horizon.conf <<CONF
+Timeout 900
 <Location /horizon>
 ${process_group}
     WSGIApplicationGroup %{GLOBAL}
@@ -54,5 +57,5 @@ ${process_group}
 CONF
 a2enconf -q stackseed-horizon >/dev/null
 svc_start apache2
-wait_for "horizon login page at http://$ctl/horizon/auth/login/" 300 \
+wait_for "horizon login page at http://$ctl/horizon/auth/login/" 900 \
     probe_http "http://$ctl/horizon/auth/login/" 200
