@@ -117,8 +117,8 @@ def test_default_lab_assembles_and_verifies() -> None:
             state=state,
             timeout=5700,
         )
-        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         timings["lab up --wait"] = time.monotonic() - start
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
 
         start = time.monotonic()
         verify = _cli("lab", "verify", "--json", "-t", str(DEFAULT), state=state, timeout=1800)
@@ -133,9 +133,9 @@ def test_default_lab_assembles_and_verifies() -> None:
 
         start = time.monotonic()
         again = _cli("lab", "up", "-t", str(DEFAULT), state=state, timeout=600)
+        timings["second lab up"] = time.monotonic() - start
         assert again.returncode == 0, again.stderr
         assert "nothing changed" in (again.stdout + again.stderr).lower()
-        timings["second lab up"] = time.monotonic() - start
 
         lab_state = state / "stackseed"
         secrets = yaml.safe_load((lab_state / "secrets.yaml").read_text())
