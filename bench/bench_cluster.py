@@ -75,14 +75,14 @@ def up_and_watch(
         env={k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "STACKSEED_STATE_DIR")},
     )
     done: dict[str, float] = {}
-    rebooted = scenario.reboot is None
+    pending = scenario.reboot
     while proc.poll() is None or len(done) < len(names):
-        if not rebooted and scenario.reboot is not None:
-            node, phase = scenario.reboot
-            if read_progress(console_dir / f"{node}.log").phase == f"firstboot:{phase}":
-                lab(["reboot", node], topology, stdout=log, stderr=subprocess.STDOUT)
-                events[f"{node} rebooted"] = time.monotonic() - start
-                rebooted = True
+        if pending and read_progress(console_dir / f"{pending[0]}.log").phase == (
+            f"firstboot:{pending[1]}"
+        ):
+            lab(["reboot", pending[0]], topology, stdout=log, stderr=subprocess.STDOUT)
+            events[f"{pending[0]} rebooted"] = time.monotonic() - start
+            pending = None
         for name in names:
             if name not in done and read_progress(console_dir / f"{name}.log").reached("ready"):
                 done[name] = time.monotonic() - start

@@ -136,14 +136,19 @@ def up(
 
 
 def _held(lab: Lab, only: tuple[str, ...]) -> frozenset[str]:
+    _known(lab, *only)
+    return frozenset(n.name for n in lab.plan.nodes) - set(only) if only else frozenset()
+
+
+def _known(lab: Lab, *nodes: str) -> None:
+    """Refuse node names the topology does not have, naming the file and the choices."""
     names = [n.name for n in lab.plan.nodes]
-    unknown = sorted(set(only) - set(names))
+    unknown = sorted(set(nodes) - set(names))
     if unknown:
         raise StackseedError(
-            f"--only {', '.join(unknown)}: no such node in {lab.topology_file}",
-            fix=f"name nodes of the topology's 'nodes' list: {', '.join(names)}",
+            f"no node {', '.join(map(repr, unknown))} in {lab.topology_file}",
+            fix=f"pick from the topology's 'nodes' list: {', '.join(names)}",
         )
-    return frozenset(names) - set(only) if only else frozenset()
 
 
 def _wait(conn: libvirt.virConnect, lab: Lab, until: str, timeout: float, names: list[str]) -> None:
@@ -225,9 +230,7 @@ def status(lab: Lab, connect: str | None, as_json: bool) -> None:
 @click.option("--lines", "-n", type=int, default=50, show_default=True)
 def console(lab: Lab, connect: str | None, node: str, follow_log: bool, lines: int) -> None:
     """Print NODE's serial console log, and follow it while the VM runs."""
-    names = [n.name for n in lab.plan.nodes]
-    if node not in names:
-        raise StackseedError(f"no node {node!r} in the lab", fix=f"pick one of: {', '.join(names)}")
+    _known(lab, node)
     path = lab.state.console_log(node)
     if not path.exists():
         raise StackseedError(f"no console log for {node} yet ({path})", fix="run 'lab up' first")
@@ -253,11 +256,7 @@ def console(lab: Lab, connect: str | None, node: str, follow_log: bool, lines: i
 @click.option("--hard", is_flag=True, help="Reset at once (a power cut), not an ACPI reboot.")
 def reboot(lab: Lab, connect: str | None, node: str, hard: bool) -> None:
     """Reboot NODE's VM; an unfinished first boot resumes where it stopped."""
-    names = [n.name for n in lab.plan.nodes]
-    if node not in names:
-        raise StackseedError(
-            f"no node {node!r} in {lab.topology_file}", fix=f"pick one of: {', '.join(names)}"
-        )
+    _known(lab, node)
     dom = domains.owned(open_connection(resolve_uri(connect)), lab.plan.lab).get(node)
     if dom is None or not dom.isActive():
         raise StackseedError(
