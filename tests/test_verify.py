@@ -101,9 +101,11 @@ def test_login_form_carries_csrf_and_region() -> None:
 
 
 def test_login_succeeded_only_off_the_login_page() -> None:
-    assert verify.login_succeeded("http://h/horizon/project/", "<html>Overview</html>")
-    assert not verify.login_succeeded("http://h/horizon/auth/login/", LOGIN_PAGE)
-    assert not verify.login_succeeded("http://h/horizon/", LOGIN_PAGE)
+    assert verify.login_succeeded(302, "/horizon/")
+    assert not verify.login_succeeded(302, "/horizon/auth/login/?next=/horizon/")
+    assert not verify.login_succeeded(302, "")
+    assert not verify.login_succeeded(200, "")
+    assert not verify.login_succeeded(500, "")
 
 
 def test_run_checks_keeps_going_and_cleans_up_newest_first(plan) -> None:
