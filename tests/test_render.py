@@ -83,7 +83,7 @@ def test_user_data_content(tmp_path: Path) -> None:
         runner = ["/usr/local/sbin/stackseed-firstboot"]
         assert runner in data["runcmd"]
         # The resume unit is enabled before the first run, so a reboot mid-run resumes it.
-        enable = ["systemctl", "enable", "stackseed-firstboot.service"]
+        enable = ["systemctl", "enable", "--no-reload", "stackseed-firstboot.service"]
         assert data["runcmd"].index(enable) < data["runcmd"].index(runner)
         unit = files["/etc/systemd/system/stackseed-firstboot.service"]["content"]
         assert f"ExecStart={runner[0]}" in unit

@@ -198,20 +198,27 @@ line_once() {
 # svc_start <unit...>: enables and (re)starts units in the order given, waiting for each to be
 # active so the next one finds it. Images leave services disabled; first boot starts them.
 svc_start() {
-    local unit dropin reload=0
+    local unit
+    # Units that notify systemd when ready (nova-compute, ...) can take minutes under TCG,
+    # past systemd's 90 s start timeout; a timed-out start is killed and started again. One
+    # drop-in for every service: each reload costs ~20 s here, so the node pays for one.
+    local dropin=/etc/systemd/system/service.d/stackseed-timeout.conf
+    if [ ! -e "$dropin" ]; then
+        mkdir -p "${dropin%/*}"
+        printf '[Service]\nTimeoutStartSec=900\n' >"$dropin"
+        systemctl daemon-reload
+    fi
+    # Enabled for the boots after this one (a rebooted node comes back with its services). A
+    # plain `systemctl enable` costs about a minute here: Debian's packages ship SysV scripts
+    # too, so it runs update-rc.d, then reloads systemd, whose generators rescan every one of
+    # them. The symlinks are all the next boot needs; this boot starts the units itself.
+    if ! SYSTEMCTL_SKIP_SYSV=1 systemctl enable --no-reload "$@" >/dev/null 2>&1; then
+        for unit in "$@"; do
+            SYSTEMCTL_SKIP_SYSV=1 systemctl enable --no-reload "$unit" >/dev/null 2>&1 ||
+                log "warning: $unit is not enabled for later boots (systemctl enable $unit)"
+        done
+    fi
     for unit in "$@"; do
-        # Units that notify systemd when ready (nova-compute, ...) can take minutes under TCG,
-        # past systemd's 90 s start timeout; a timed-out start is killed and started again.
-        dropin=/etc/systemd/system/${unit%.service}.service.d/stackseed-timeout.conf
-        if [ ! -e "$dropin" ]; then
-            mkdir -p "${dropin%/*}"
-            printf '[Service]\nTimeoutStartSec=900\n' >"$dropin"
-            reload=1
-        fi
-    done
-    [ "$reload" = 0 ] || systemctl daemon-reload
-    for unit in "$@"; do
-        systemctl enable "$unit" >/dev/null 2>&1 || true
         systemctl restart "$unit" || fail "service $unit did not start: see journalctl -u $unit"
         wait_for "service $unit active" 120 systemctl is-active --quiet "$unit"
     done
