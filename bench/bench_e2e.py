@@ -43,6 +43,11 @@ def section(report: dict, passed: bool | None) -> str:
             lines.append(f"| {node} | {phase} | {seconds}{'' if rc == 0 else f' (exit {rc})'} |")
         total = sum(s for _, s, _ in rows)
         lines.append(f"| {node} | **all phases** | **{total}** |")
+    if report.get("verify"):  # reports before session 4 lack the per-check rows
+        lines += ["", "| verify check | ok | seconds | detail |", "|---|---|---:|---|"]
+        for row in report["verify"]:
+            ok = "yes" if row["ok"] else "**no**"
+            lines.append(f"| {row['name']} | {ok} | {row['seconds']} | {row['detail']} |")
     return "\n".join(lines)
 
 

@@ -98,6 +98,7 @@ def test_default_lab_assembles_and_verifies() -> None:
     before = _inventory()
     timings: dict[str, float] = {}
     phases: dict[str, list[list]] = {}
+    checks: list[dict] = []
 
     start = time.monotonic()
     built = _cli("build-images", "--all", state=state, timeout=3600)
@@ -124,11 +125,8 @@ def test_default_lab_assembles_and_verifies() -> None:
         verify = _cli("lab", "verify", "--json", "-t", str(DEFAULT), state=state, timeout=1800)
         timings["lab verify"] = time.monotonic() - start
         rows = json.loads(verify.stdout)
-        failed = (
-            [r for r in rows["checks"] if not r["ok"]]
-            if isinstance(rows, dict)
-            else [r for r in rows if not r["ok"]]
-        )
+        checks = rows["checks"] if isinstance(rows, dict) else rows
+        failed = [r for r in checks if not r["ok"]]
         assert verify.returncode == 0 and not failed, verify.stdout[-4000:]
 
         start = time.monotonic()
@@ -163,7 +161,11 @@ def test_default_lab_assembles_and_verifies() -> None:
         start = time.monotonic()
         down = _cli("lab", "down", "-t", str(DEFAULT), state=state, timeout=900)
         timings["lab down"] = time.monotonic() - start
-        report = {"seconds": {k: round(v) for k, v in timings.items()}, "phases": phases}
+        report = {
+            "seconds": {k: round(v) for k, v in timings.items()},
+            "phases": phases,
+            "verify": checks,  # per check: name, ok, detail, seconds
+        }
         REPORT.write_text(json.dumps(report, indent=1))
         print(json.dumps(report, indent=1))
     assert down.returncode == 0, down.stderr
