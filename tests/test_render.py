@@ -88,10 +88,19 @@ def test_user_data_content(tmp_path: Path) -> None:
         unit = files["/etc/systemd/system/stackseed-firstboot.service"]["content"]
         assert f"ExecStart={runner[0]}" in unit
         assert "ConditionPathExists=!/var/lib/stackseed/done/firstboot" in unit
+        # Ordered after cloud-final, which is itself after multi-user.target: wanted by
+        # multi-user.target it would form an ordering cycle that systemd breaks by skipping it
+        # (seen in a controller reboot run); cloud-init.target comes after both.
+        assert "cloud-final.service" in _unit_value(unit, "After")
+        assert _unit_value(unit, "WantedBy") == "cloud-init.target"
         keys = data["users"][0]["ssh_authorized_keys"]
         assert keys == [
             (LabState(tmp_path / "state").ssh_key.with_suffix(".pub")).read_text().strip()
         ]
+
+
+def _unit_value(unit: str, key: str) -> str:
+    return next(line.split("=", 1)[1] for line in unit.splitlines() if line.startswith(f"{key}="))
 
 
 def test_compute_gets_only_its_secrets(tmp_path: Path) -> None:
