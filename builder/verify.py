@@ -172,9 +172,7 @@ def login_form(html: str, username: str, password: str) -> dict[str, str]:
 def login_succeeded(status: int, location: str) -> bool:
     """Horizon answers a good login with a redirect away from the login page and a bad one
     with the login form again (HTTP 200)."""
-    if 300 <= status < 400:
-        return bool(location) and "/auth/login" not in location
-    return False
+    return 300 <= status < 400 and bool(location) and "/auth/login" not in location
 
 
 def to_json(rows: Iterable[Row]) -> str:
