@@ -65,7 +65,9 @@ def up_and_watch(
     events: dict[str, float] = {}
     if scenario.first:
         only = [arg for name in scenario.first for arg in ("--only", name)]
-        lab(["up", *only], topology, stdout=log, stderr=subprocess.STDOUT)
+        if lab(["up", *only], topology, stdout=log, stderr=subprocess.STDOUT).returncode:
+            # Going on would start every node at once and measure the wrong scenario.
+            raise SystemExit(f"lab up {' '.join(only)} failed: see {log.name}")
         time.sleep(scenario.head_start)
         events["rest started"] = time.monotonic() - start
     proc = subprocess.Popen(
