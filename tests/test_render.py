@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DEFAULT, GOOD
+from conftest import DEFAULT, GOOD, REPO
 from support.cloudinit_schema import validate
 
 from builder.loader import load
@@ -93,10 +94,23 @@ def test_user_data_content(tmp_path: Path) -> None:
         # (seen in a controller reboot run); cloud-init.target comes after both.
         assert "cloud-final.service" in _unit_value(unit, "After")
         assert _unit_value(unit, "WantedBy") == "cloud-init.target"
+        # lib.sh's service.d drop-in gives every service a start timeout; it cut a resumed
+        # first boot short after 900 s (Linux bridge reboot run) until this later drop-in.
+        exempt = f"/etc/systemd/system/stackseed-firstboot.service.d/{EXEMPT}"
+        assert _unit_value(files[exempt]["content"], "TimeoutStartSec") == "infinity"
+        assert EXEMPT > GLOBAL_DROPIN
         keys = data["users"][0]["ssh_authorized_keys"]
         assert keys == [
             (LabState(tmp_path / "state").ssh_key.with_suffix(".pub")).read_text().strip()
         ]
+
+
+# Drop-ins apply in file-name order whatever their directory: the exemption must sort last.
+GLOBAL_DROPIN = re.search(
+    r"dropin=/etc/systemd/system/service\.d/(\S+\.conf)",
+    (REPO / "cloudinit" / "firstboot" / "lib.sh").read_text(),
+).group(1)  # type: ignore[union-attr]
+EXEMPT = "90-stackseed-no-timeout.conf"
 
 
 def _unit_value(unit: str, key: str) -> str:

@@ -202,7 +202,8 @@ svc_start() {
     # Units that notify systemd when ready (nova-compute, ...) can take minutes under TCG,
     # past systemd's 90 s start timeout; a timed-out start is killed and started again. One
     # drop-in for every service: each reload costs ~20 s here, so the node pays for one.
-    local dropin=/etc/systemd/system/service.d/stackseed-timeout.conf
+    # It covers stackseed-firstboot.service too, which user-data exempts with a later drop-in.
+    local dropin=/etc/systemd/system/service.d/60-stackseed-timeout.conf
     if [ ! -e "$dropin" ]; then
         mkdir -p "${dropin%/*}"
         printf '[Service]\nTimeoutStartSec=900\n' >"$dropin"
