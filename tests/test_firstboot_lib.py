@@ -156,6 +156,25 @@ def test_neutron_backend_linuxbridge_fails_early_where_the_agent_is_gone(scratch
     assert "removed in neutron 2025.1" in result.stderr
 
 
+@pytest.mark.parametrize("backend", ["openvswitch", "linuxbridge"])
+def test_neutron_common_config_enables_experimental_linuxbridge(
+    scratch: Path, backend: str
+) -> None:
+    facts = json.loads((scratch / "etc/stackseed/node.json").read_text())
+    facts["neutron_backend"] = backend
+    (scratch / "etc/stackseed/node.json").write_text(json.dumps(facts))
+    out = scratch / "neutron.conf.merged"
+    # The config writers are redirected to a file: the settings are what is checked here.
+    result = bash(
+        scratch,
+        f'ini_merge() {{ cat >>"{out}"; }}; conf_private() {{ :; }}\n'
+        "transport_url() { echo rabbit://lab; }\nneutron_common_config",
+    )
+    assert result.returncode == 0, result.stderr
+    enabled = "[experimental]\nlinuxbridge = true" in out.read_text()
+    assert enabled == (backend == "linuxbridge")
+
+
 def test_write_private_creates_the_file_with_its_final_mode(scratch: Path) -> None:
     target = scratch / "admin-openrc"
     me = f"{os.getuid()}:{os.getgid()}"
