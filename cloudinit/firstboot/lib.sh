@@ -504,8 +504,8 @@ rpc_response_timeout = $RPC_TIMEOUT
 [oslo_concurrency]
 lock_path = /var/lib/neutron/tmp
 INI
-    # Debian 12's neutron marks Linux bridge experimental: the server's workers and the agents
-    # exit at start ("Feature 'linuxbridge' is experimental") unless it is enabled here.
+    # Debian 12's neutron marks Linux bridge experimental: neutron-server's workers exit at
+    # start ("Feature 'linuxbridge' is experimental") unless it is enabled; every node gets it.
     if [ "$(neutron_backend)" = linuxbridge ]; then
         ini_set /etc/neutron/neutron.conf experimental linuxbridge true
     fi
