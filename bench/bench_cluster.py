@@ -6,7 +6,8 @@ It takes the lab down, runs `lab up --wait` (watching each node's console for it
 markers), reads every node's phase timestamps from /var/log/stackseed/firstboot.log (only the
 runner's `====` lines, which carry no secrets), times `lab verify`, prints the figures and
 replaces the `bench:cluster` section of docs/benchmarks.md. `--skip-up` measures a lab that is
-already up (phase durations and verify only); `--keep` leaves the lab running afterwards.
+already up (phase durations and verify only); `--keep` leaves the lab running afterwards, and
+a failed `lab verify` always does (the nodes' logs say why).
 Uses $STACKSEED_STATE_DIR like the `lab` commands.
 """
 
@@ -147,9 +148,16 @@ def main() -> None:
     except ValueError:
         verdict = {"ok": False, "checks": []}
     print(f"lab verify: {verify_s:.0f}s ok={verdict['ok']}", flush=True)
+    for check in verdict["checks"]:
+        print(f"  {check['name']}: {'ok' if check['ok'] else 'FAILED'}: {check['detail']}")
+    if not verdict["checks"]:
+        print(f"  lab verify printed no verdict; its stderr:\n{verify.stderr}", flush=True)
 
-    if not args.keep and not args.skip_up:
+    # A failed verify keeps the lab: its nodes' logs are the only way to learn why.
+    if verdict["ok"] and not args.keep and not args.skip_up:
         lab(["down"], args.topology, capture_output=True)
+    elif not verdict["ok"]:
+        print(f"lab kept for diagnosis; remove it with: lab down --topology {args.topology}")
 
     title = "The whole chain: lab up to a verified cloud"
     if args.section != "cluster":
@@ -173,9 +181,10 @@ def main() -> None:
         lines += [
             f"| {name} | {p} | {s:.0f}{'' if rc == 0 else f' (exit {rc})'} |" for p, s, rc in rows
         ]
-    lines += ["", "| `lab verify` check | ok | seconds |", "|---|---|---:|"]
+    lines += ["", "| `lab verify` check | ok | seconds | why it failed |", "|---|---|---:|---|"]
     lines += [
-        f"| {c['name']} | {'yes' if c['ok'] else 'NO'} | {c['seconds']} |"
+        f"| {c['name']} | {'yes' if c['ok'] else 'NO'} | {c['seconds']} "
+        f"| {'' if c['ok'] else c['detail'].replace('|', '/')} |"
         for c in verdict["checks"]
     ]
     lines += ["", f"`lab verify` wall time: {verify_s:.0f} s."]

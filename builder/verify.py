@@ -371,23 +371,47 @@ def _delete_server(conn: Any, server: Any, timeout: float) -> None:
     conn.compute.wait_for_delete(server, wait=int(timeout))
 
 
+def await_status(
+    get_status: Callable[[], str],
+    want: str,
+    failures: Iterable[str],
+    step: str,
+    timeout: float,
+    interval: float = 5.0,
+) -> None:
+    """Polls get_status() until it is `want`. CheckFailed names the step and the last status,
+    so a verify row tells an attach that never finished from a detach that never finished."""
+    seen: list[str] = []
+
+    def reached() -> bool:
+        seen.append(get_status())
+        if seen[-1] in failures:
+            raise CheckFailed(f"{step}: the volume went to '{seen[-1]}'")
+        return seen[-1] == want
+
+    try:
+        wait_until(f"'{want}' ({step})", timeout, reached, interval=interval)
+    except CheckFailed as exc:
+        if seen and seen[-1] not in failures:
+            raise CheckFailed(f"{exc}; the volume stayed '{seen[-1]}'") from None
+        raise
+
+
 def check_volume(ctx: Context) -> str:
     conn = ctx.conn
     if ctx.server is None:
         raise CheckFailed("no server to attach to (the server check failed)")
     volume = conn.block_storage.create_volume(name=f"{PREFIX}volume", size=1)
     ctx.on_cleanup("volume", lambda: _delete_volume(conn, volume, ctx.timeout))
-    volume = conn.block_storage.wait_for_status(
-        volume, status="available", failures=["error"], wait=int(ctx.timeout)
-    )
+
+    def status() -> str:
+        return str(conn.block_storage.get_volume(volume).status)
+
+    await_status(status, "available", ["error"], "create", ctx.timeout)
     attachment = conn.compute.create_volume_attachment(ctx.server, volume_id=volume.id)
-    conn.block_storage.wait_for_status(
-        volume, status="in-use", failures=["error", "error_attaching"], wait=int(ctx.timeout)
-    )
+    await_status(status, "in-use", ["error", "error_attaching"], "attach", ctx.timeout)
     conn.compute.delete_volume_attachment(ctx.server, attachment.volume_id or volume.id)
-    conn.block_storage.wait_for_status(
-        volume, status="available", failures=["error", "error_detaching"], wait=int(ctx.timeout)
-    )
+    await_status(status, "available", ["error", "error_detaching"], "detach", ctx.timeout)
     return "1 GiB volume available, attached (in-use), detached"
 
 

@@ -178,6 +178,17 @@ def test_wait_until_times_out_naming_what(monkeypatch) -> None:
     assert verify.wait_until("x", 1, lambda: "yes", interval=0.01) == "yes"
 
 
+def test_await_status_names_the_step_and_the_status_it_stayed_in() -> None:
+    statuses = iter(["attaching", "in-use"])
+    verify.await_status(lambda: next(statuses), "in-use", ["error"], "attach", 1, interval=0.01)
+    with pytest.raises(CheckFailed, match=r"\(detach\).*stayed 'detaching'"):
+        verify.await_status(lambda: "detaching", "available", ["error"], "detach", 0.05, 0.01)
+    with pytest.raises(CheckFailed, match="attach: the volume went to 'error_attaching'"):
+        verify.await_status(
+            lambda: "error_attaching", "in-use", ["error_attaching"], "attach", 1, 0.01
+        )
+
+
 def test_deep_adds_console_and_ping() -> None:
     names = [n for n, _ in verify.checks(deep=False)]
     assert names[:2] == ["token", "catalog"] and "ping" not in names
