@@ -106,6 +106,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--topology", type=Path, default=DEFAULT_TOPOLOGY)
     parser.add_argument("--timeout", type=int, default=3600)
+    parser.add_argument(
+        "--verify-timeout",
+        type=int,
+        default=900,
+        metavar="S",
+        help="lab verify's wait for each slow step (server ACTIVE, guest boot, volume status)",
+    )
     parser.add_argument("--keep", action="store_true", help="leave the lab up")
     parser.add_argument("--skip-up", action="store_true", help="measure the lab that is up")
     parser.add_argument(
@@ -141,7 +148,11 @@ def main() -> None:
             print(f"{name} {phase} {seconds:.0f}s exit={rc}", flush=True)
 
     started = time.monotonic()
-    verify = lab(["verify", "--json"], args.topology, capture_output=True)
+    verify = lab(
+        ["verify", "--json", "--timeout", str(args.verify_timeout)],
+        args.topology,
+        capture_output=True,
+    )
     verify_s = time.monotonic() - started
     try:
         verdict = json.loads(verify.stdout)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import click
 import pytest
@@ -236,3 +237,54 @@ def test_cli_json_and_exit_code(monkeypatch, tmp_path: Path) -> None:
 
     table = runner.invoke(_group(), args[:-1])
     assert "token" in table.output and "pass" in table.output
+
+
+class FakeCloud:
+    """A stand-in for openstacksdk's connection (no cloud runs in unit tests): a guest that
+    prints its boot banner on the third console read, and a volume that follows each request."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.console_reads = 0
+        self.volume_status = "creating"
+        self.compute = self
+        self.block_storage = self
+
+    def create_volume(self, name: str, size: int) -> SimpleNamespace:
+        self.volume_status = "available"
+        return SimpleNamespace(id="v1", name=name)
+
+    def get_volume(self, volume: object) -> SimpleNamespace:
+        return SimpleNamespace(status=self.volume_status)
+
+    def get_server_console_output(self, server: object) -> dict[str, str]:
+        self.console_reads += 1
+        booted = self.console_reads >= 3
+        return {"output": "[    0.0] Linux\n" + (verify.BOOT_BANNER if booted else "")}
+
+    def create_volume_attachment(self, server: object, volume_id: str) -> SimpleNamespace:
+        self.events.append(f"attach after {self.console_reads} console reads")
+        self.volume_status = "in-use"
+        return SimpleNamespace(volume_id=volume_id)
+
+    def delete_volume_attachment(self, server: object, volume_id: str) -> None:
+        self.events.append("detach")
+        self.volume_status = "available"
+
+
+def test_volume_attaches_only_once_the_guest_has_booted(plan, monkeypatch) -> None:
+    monkeypatch.setattr(verify, "POLL", 0.01)
+    cloud = FakeCloud()
+    context = Context(conn=cloud, plan=plan, password="x", timeout=1, server=object())
+    assert verify.check_volume(context) == "1 GiB volume available, attached (in-use), detached"
+    assert cloud.events == ["attach after 3 console reads", "detach"]
+
+
+def test_volume_row_says_when_the_guest_never_showed_it_booted(plan, monkeypatch) -> None:
+    monkeypatch.setattr(verify, "POLL", 0.01)
+    cloud = FakeCloud()
+    cloud.console_reads = -(10**9)  # the banner never comes
+    context = Context(conn=cloud, plan=plan, password="x", timeout=0.1, server=object())
+    assert "never showed it booted" in verify.check_volume(context)
+    with pytest.raises(CheckFailed, match="no 'stackseed-testimage booted'"):
+        verify.check_console(context)

@@ -41,6 +41,9 @@ lock_path = /var/lib/nova/tmp
 os_region_name = $(fact region)
 [libvirt]
 virt_type = $virt_type
+# A guest under TCG in TCG answers a hot-unplug in tens of seconds, past the 20 s default
+# per attempt; nova then reports the detach failed and the volume stays in-use.
+device_detach_timeout = 60
 INI
 keystone_authtoken "$conf" nova svc_nova
 service_user_block "$conf" service_user nova svc_nova
