@@ -432,12 +432,42 @@ def check_volume(ctx: Context) -> str:
     # Attaching to a guest that never printed its banner is still tried (the console log is
     # not the attach's business), but the row says so: a failed detach then has its reason.
     booted = wait_guest_booted(ctx, ctx.timeout)
-    attachment = conn.compute.create_volume_attachment(ctx.server, volume_id=volume.id)
-    await_status(status, "in-use", ["error", "error_attaching"], "attach", ctx.timeout, POLL)
-    conn.compute.delete_volume_attachment(ctx.server, attachment.volume_id or volume.id)
-    await_status(status, "available", ["error", "error_detaching"], "detach", ctx.timeout, POLL)
+    try:
+        attachment = conn.compute.create_volume_attachment(ctx.server, volume_id=volume.id)
+        await_status(status, "in-use", ["error", "error_attaching"], "attach", ctx.timeout, POLL)
+        conn.compute.delete_volume_attachment(ctx.server, attachment.volume_id or volume.id)
+        await_status(status, "available", ["error", "error_detaching"], "detach", ctx.timeout, POLL)
+    except CheckFailed as exc:
+        why = server_error(conn, ctx.server)
+        raise CheckFailed(f"{exc}; nova says: {why}" if why else str(exc)) from None
     unbooted = "" if booted else " (to a guest whose console never showed it booted)"
     return f"1 GiB volume available, attached (in-use){unbooted}, detached"
+
+
+def last_error(actions: Iterable[Mapping[str, Any]]) -> str:
+    """From a server's instance actions (newest first, events as plain dicts), the newest failed
+    event as 'action/event on host: the traceback's last line'; '' when none failed."""
+    for action in actions:
+        for event in action.get("events") or []:
+            if event.get("result") == "Error":
+                lines = (event.get("traceback") or "").strip().splitlines()
+                why = lines[-1] if lines else action.get("message") or "no traceback"
+                return f"{action.get('action')}/{event.get('event')} on {event.get('host')}: {why}"
+    return ""
+
+
+def server_error(conn: Any, server: Any, newest: int = 3) -> str:
+    """Nova's own account of why an attach or detach failed, read from the instance actions
+    (an admin sees their tracebacks): the reason lands in verify's row, not only in a log."""
+    try:
+        actions = []
+        for summary in list(conn.compute.server_actions(server))[:newest]:
+            action = conn.compute.get_server_action(summary.request_id, server)
+            events = [e if isinstance(e, dict) else e.to_dict() for e in action.events or []]
+            actions.append({"action": action.action, "message": action.message, "events": events})
+    except Exception:  # a diagnosis must never hide the failure it explains
+        return ""
+    return last_error(actions)
 
 
 def _delete_volume(conn: Any, volume: Any, timeout: float) -> None:

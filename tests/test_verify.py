@@ -288,3 +288,35 @@ def test_volume_row_says_when_the_guest_never_showed_it_booted(plan, monkeypatch
     assert "never showed it booted" in verify.check_volume(context)
     with pytest.raises(CheckFailed, match="no 'stackseed-testimage booted'"):
         verify.check_console(context)
+
+
+def test_last_error_reads_the_newest_failed_event() -> None:
+    actions = [
+        {
+            "action": "detach_volume",
+            "message": None,
+            "events": [{"event": "x", "result": "Success"}],
+        },
+        {
+            "action": "attach_volume",
+            "message": "Error",
+            "events": [
+                {
+                    "event": "compute_attach_volume",
+                    "result": "Error",
+                    "host": "compute1",
+                    "traceback": "Traceback:\n  File x\n"
+                    "os_brick.exception.VolumeDeviceNotFound: nope\n",
+                }
+            ],
+        },
+        {"action": "create", "events": [{"event": "y", "result": "Error", "traceback": "old"}]},
+    ]
+    assert verify.last_error(actions) == (
+        "attach_volume/compute_attach_volume on compute1: "
+        "os_brick.exception.VolumeDeviceNotFound: nope"
+    )
+    assert verify.last_error(actions[:1]) == ""
+    assert verify.last_error(
+        [{"action": "a", "message": "m", "events": [{"result": "Error"}]}]
+    ) == ("a/None on None: m")
