@@ -122,7 +122,9 @@ def test_default_lab_assembles_and_verifies() -> None:
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
 
         start = time.monotonic()
-        verify = _cli("lab", "verify", "--json", "-t", str(DEFAULT), state=state, timeout=1800)
+        # verify bounds each slow step itself (900 s); session 4's run took 1716 s in all, and
+        # the volume check now also waits for the guest's boot: room for both.
+        verify = _cli("lab", "verify", "--json", "-t", str(DEFAULT), state=state, timeout=3600)
         timings["lab verify"] = time.monotonic() - start
         rows = json.loads(verify.stdout)
         checks = rows["checks"] if isinstance(rows, dict) else rows
