@@ -9,6 +9,8 @@ APT_PACKAGES=(
   # the lab: libvirt, QEMU, and the headers libvirt-python compiles against
   libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc python3-dev
   qemu-system-x86 dnsmasq-base iproute2 openssh-client
+  # lab verify --deep pings the test server's floating IP from the host
+  iputils-ping
   # seeds and their independent readers
   xorriso genisoimage libarchive-tools
   # tests: shell lint, INI edits as first boot does them

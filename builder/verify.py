@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -31,6 +32,7 @@ SELFSERVICE_NET = "selfservice"
 PROVIDER_NET = "provider"
 BOOT_BANNER = "stackseed-testimage booted"
 POLL = 5.0  # seconds between status polls of a volume or a console
+PING_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
 
 
 class CheckFailed(Exception):
@@ -501,12 +503,14 @@ def check_ping(ctx: Context) -> str:
     )
     ctx.on_cleanup("floating ip", lambda: conn.network.delete_ip(fip, ignore_missing=True))
     address = fip.floating_ip_address
+    if shutil.which("ping", path=PING_PATH) is None:
+        raise CheckFailed("no ping on this host: apt-get install iputils-ping")
 
     def answers() -> bool:
         result = subprocess.run(
             ["ping", "-c", "1", "-W", "2", address],
             capture_output=True,
-            env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LC_ALL": "C"},
+            env={"PATH": PING_PATH, "LC_ALL": "C"},
             check=False,
         )
         return result.returncode == 0

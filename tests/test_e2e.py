@@ -1,4 +1,4 @@
-"""The whole chain on the default topology: images (cached), lab up --wait, lab verify, a no-op
+"""The whole chain on the default topology: images (cached), lab up --wait, lab verify --deep, a no-op
 second up, no secret leaked on any node, lab down, nothing left behind.
 
 Slow (tens of minutes under TCG): run with `pytest -m e2e` or `make e2e`.
@@ -124,7 +124,9 @@ def test_default_lab_assembles_and_verifies() -> None:
         start = time.monotonic()
         # verify bounds each slow step itself (900 s); session 4's run took 1716 s in all, and
         # the volume check now also waits for the guest's boot: room for both.
-        verify = _cli("lab", "verify", "--json", "-t", str(DEFAULT), state=state, timeout=3600)
+        verify = _cli(
+            "lab", "verify", "--deep", "--json", "-t", str(DEFAULT), state=state, timeout=3600
+        )
         timings["lab verify"] = time.monotonic() - start
         rows = json.loads(verify.stdout)
         checks = rows["checks"] if isinstance(rows, dict) else rows
