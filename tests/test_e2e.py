@@ -1,5 +1,5 @@
-"""The whole chain on the default topology: images (cached), lab up --wait, lab verify --deep, a no-op
-second up, no secret leaked on any node, lab down, nothing left behind.
+"""The whole chain on the default topology: images (cached), lab up --wait, lab verify --deep,
+a no-op second up, no secret leaked on any node, lab down, nothing left behind.
 
 Slow (tens of minutes under TCG): run with `pytest -m e2e` or `make e2e`.
 """
