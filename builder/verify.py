@@ -380,7 +380,7 @@ def await_status(
     failures: Iterable[str],
     step: str,
     timeout: float,
-    interval: float = 5.0,
+    interval: float = POLL,
 ) -> None:
     """Polls get_status() until it is `want`. CheckFailed names the step and the last status,
     so a verify row tells an attach that never finished from a detach that never finished."""
@@ -490,6 +490,8 @@ def check_console(ctx: Context) -> str:
 
 def check_ping(ctx: Context) -> str:
     conn = ctx.conn
+    if shutil.which("ping", path=PING_PATH) is None:
+        raise CheckFailed("no ping on this host: apt-get install iputils-ping")
     if ctx.server is None:
         raise CheckFailed("no server (the server check failed)")
     provider = conn.network.find_network(PROVIDER_NET)
@@ -503,8 +505,6 @@ def check_ping(ctx: Context) -> str:
     )
     ctx.on_cleanup("floating ip", lambda: conn.network.delete_ip(fip, ignore_missing=True))
     address = fip.floating_ip_address
-    if shutil.which("ping", path=PING_PATH) is None:
-        raise CheckFailed("no ping on this host: apt-get install iputils-ping")
 
     def answers() -> bool:
         result = subprocess.run(
