@@ -11,6 +11,8 @@ lab: setup
 	build-images --all
 	lab up --wait --timeout 5400  # controller first boot under TCG takes tens of minutes
 	lab verify
+	@echo "make lab: the cloud is up and verified. 'lab status' lists the nodes, 'lab ssh controller'"
+	@echo "logs in (admin credentials: admin-openrc in the lab's state directory), 'make down' removes it."
 
 down:
 	lab down

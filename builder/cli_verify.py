@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from builder.cli_common import Lab, out, topology_options
+from builder.cli_common import Lab, err, out, topology_options
 from builder.errors import EXIT_FAILED
 from builder.verify import Row, all_ok, to_json, verify
 
@@ -56,7 +56,30 @@ def verify_command(
     else:
         out.print(table(rows))
     if not all_ok(rows):
+        if not as_json:
+            err.print(next_steps(lab, rows), soft_wrap=True)
         raise SystemExit(EXIT_FAILED)
+
+
+def next_steps(lab: Lab, rows: list[Row]) -> str:
+    """What a user runs after a failed verify: the check again, then the nodes it names."""
+    failed = [row for row in rows if not row.ok]
+    named = [n.name for n in lab.plan.nodes if any(n.name in row.detail for row in failed)]
+    nodes = named or [n.name for n in lab.plan.nodes]
+    lines = [
+        f"lab verify: {len(failed)} check(s) failed: {', '.join(row.name for row in failed)}",
+        "next:",
+        "  lab status                  every node's first-boot phase",
+        "  lab verify                  again: a service that was still joining may pass now",
+    ]
+    for node in nodes:
+        lines.append(f"  lab console {node:<15} {node}'s console (first-boot markers)")
+    for node in nodes:
+        lines.append(
+            f"  lab ssh {node} sudo tail -n 60 /var/log/stackseed/firstboot.log"
+            "   (services: /var/log/<service>/)"
+        )
+    return "\n".join(lines)
 
 
 def register(group: click.Group) -> None:

@@ -9,6 +9,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from builder.joins import join_facts
 from builder.roles import ROLES
 from builder.topology import Network, Node, Topology
 
@@ -174,7 +175,12 @@ def node_facts(plan: Plan, node: PlannedNode, *, nested_virt: bool = False) -> d
             ],
             "disks": [{"serial": d.serial, "purpose": d.purpose} for d in node.disks],
         },
-        "controller": {"name": topo.controller.name, "ip": str(topo.controller.ip)},
+        "controller": {
+            "name": topo.controller.name,
+            "ip": str(topo.controller.ip),
+            "auth_url": f"http://{topo.controller.ip}:5000/v3",
+        },
+        "joins": join_facts(node.role, topo.lab.neutron_backend),
         "management": {
             "cidr": str(topo.management.cidr),
             "host_ip": str(topo.management.host_address),

@@ -115,6 +115,7 @@ def render_node(
         "node_secrets": secrets_for(node.role, secrets),
         "runner": (FIRSTBOOT / "stackseed-firstboot").read_text(),
         "library": (FIRSTBOOT / "lib.sh").read_text(),
+        "joined": (FIRSTBOOT / "stackseed-joined").read_text(),
         "phases": phases(node.role),
     }
     user_data = env.get_template(node.template).render(context)

@@ -19,12 +19,17 @@ class Role:
     vcpus: int
     needs_disk: str | None
     unique: bool
+    joins: tuple[str, ...]
+    join_as: str
 
 
 def _load() -> dict[str, Role]:
     raw = yaml.safe_load((DATA / "roles.yaml").read_text())
     return {
-        name: Role(name=name, **{**spec, "networks": tuple(spec["networks"])})
+        name: Role(
+            name=name,
+            **{**spec, "networks": tuple(spec["networks"]), "joins": tuple(spec["joins"])},
+        )
         for name, spec in raw.items()
     }
 

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import PrerequisiteError
+from builder.joins import joins_for
 from builder.plan import Plan
+from builder.roles import ROLES
 
 PREFIX = "stackseed-verify-"
 CLEANUP_ATTEMPTS = 3
@@ -76,42 +78,46 @@ def short(host: str | None) -> str:
     return (host or "").split("@")[0].split(".")[0]
 
 
-def nodes_with_role(plan: Plan, role: str) -> list[str]:
-    return [n.name for n in plan.nodes if n.role == role]
+def nodes_joining(plan: Plan, service: str) -> list[str]:
+    """Nodes whose role joins this service (builder/data/roles.yaml `joins`)."""
+    return [n.name for n in plan.nodes if service in ROLES[n.role].joins]
 
 
 def expected_agents(plan: Plan) -> dict[str, set[str]]:
     """Node -> the neutron agent types it must run, for the lab's backend."""
     backend = plan.topology.lab.neutron_backend
-    l2 = "Open vSwitch agent" if backend == "openvswitch" else "Linux bridge agent"
     wanted: dict[str, set[str]] = {}
     for node in plan.nodes:
-        if node.role == "controller":
-            wanted[node.name] = {l2, "DHCP agent", "L3 agent", "Metadata agent"}
-        elif node.role == "compute":
-            wanted[node.name] = {l2}
+        kinds = {
+            str(j.agent_type) for j in joins_for(node.role, backend) if j.api == "network-agent"
+        }
+        if kinds:
+            wanted[node.name] = kinds
     return wanted
 
 
 def judge_agents(wanted: Mapping[str, set[str]], agents: Iterable[Mapping[str, Any]]) -> str:
-    """agents: dicts with host, agent_type, is_alive. Raises CheckFailed listing what is missing."""
-    alive: dict[str, set[str]] = {}
-    dead: list[str] = []
+    """agents: dicts with host, agent_type, is_alive (and last_heartbeat_at). Raises CheckFailed
+    telling an agent that never registered from one that registered and stopped reporting."""
+    seen: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for agent in agents:
-        host = short(agent.get("host"))
-        if agent.get("is_alive"):
-            alive.setdefault(host, set()).add(str(agent.get("agent_type")))
-        else:
-            dead.append(f"{agent.get('agent_type')}@{host}")
-    missing = [
-        f"{kind}@{node}"
-        for node, kinds in sorted(wanted.items())
-        for kind in sorted(kinds)
-        if kind not in alive.get(node, set())
-    ]
-    if missing:
-        extra = f" (down: {', '.join(sorted(dead))})" if dead else ""
-        raise CheckFailed(f"not alive: {', '.join(missing)}{extra}")
+        seen.setdefault((short(agent.get("host")), str(agent.get("agent_type"))), []).append(agent)
+    unregistered, dead = [], []
+    for node, kinds in sorted(wanted.items()):
+        for kind in sorted(kinds):
+            mine = seen.get((node, kind), [])
+            if not mine:
+                unregistered.append(f"{kind}@{node}")
+            elif not any(a.get("is_alive") for a in mine):
+                beat = mine[0].get("last_heartbeat_at") or "never"
+                dead.append(f"{kind}@{node} (last report {beat})")
+    problems = []
+    if unregistered:
+        problems.append(f"not registered yet: {', '.join(unregistered)}")
+    if dead:
+        problems.append(f"registered but not alive: {', '.join(dead)}")
+    if problems:
+        raise CheckFailed("; ".join(problems))
     return f"{sum(len(k) for k in wanted.values())} agents alive on {len(wanted)} nodes"
 
 
@@ -119,15 +125,23 @@ def judge_services(
     binary: str, wanted: Iterable[str], services: Iterable[Mapping[str, Any]]
 ) -> str:
     """services: dicts with binary, host, state, status. Each wanted host has an up, enabled one."""
+    mine = [s for s in services if s.get("binary") == binary]
     up = {
         short(s.get("host"))
-        for s in services
-        if s.get("binary") == binary and s.get("state") == "up" and s.get("status") == "enabled"
+        for s in mine
+        if s.get("state") == "up" and s.get("status") == "enabled"
     }
+    registered = {short(s.get("host")) for s in mine}
     wanted = list(wanted)
-    missing = [h for h in wanted if h not in up]
-    if missing:
-        raise CheckFailed(f"{binary} not up on: {', '.join(missing)}")
+    unregistered = [h for h in wanted if h not in registered]
+    down = [h for h in wanted if h in registered and h not in up]
+    problems = []
+    if unregistered:
+        problems.append(f"{binary} not registered yet on: {', '.join(unregistered)}")
+    if down:
+        problems.append(f"{binary} registered but not up on: {', '.join(down)}")
+    if problems:
+        raise CheckFailed("; ".join(problems))
     if not wanted:
         raise CheckFailed(f"the topology has no node that runs {binary}")
     return f"{binary} up on {', '.join(wanted)}"
@@ -293,17 +307,22 @@ def check_compute_services(ctx: Context) -> str:
         {"binary": s.binary, "host": s.host, "state": s.state, "status": s.status}
         for s in ctx.conn.compute.services()
     ]
-    return judge_services("nova-compute", nodes_with_role(ctx.plan, "compute"), services)
+    return judge_services("nova-compute", nodes_joining(ctx.plan, "nova-compute"), services)
 
 
 def check_hypervisors(ctx: Context) -> str:
     names = [h.name for h in ctx.conn.compute.hypervisors()]
-    return judge_hypervisors(nodes_with_role(ctx.plan, "compute"), names)
+    return judge_hypervisors(nodes_joining(ctx.plan, "hypervisor"), names)
 
 
 def check_network_agents(ctx: Context) -> str:
     agents = [
-        {"host": a.host, "agent_type": a.agent_type, "is_alive": a.is_alive}
+        {
+            "host": a.host,
+            "agent_type": a.agent_type,
+            "is_alive": a.is_alive,
+            "last_heartbeat_at": a.last_heartbeat_at,
+        }
         for a in ctx.conn.network.agents()
     ]
     return judge_agents(expected_agents(ctx.plan), agents)
@@ -314,7 +333,7 @@ def check_cinder_volume(ctx: Context) -> str:
         {"binary": s.binary, "host": s.host, "state": s.state, "status": s.status}
         for s in ctx.conn.block_storage.services()
     ]
-    return judge_services("cinder-volume", nodes_with_role(ctx.plan, "block"), services)
+    return judge_services("cinder-volume", nodes_joining(ctx.plan, "cinder-volume"), services)
 
 
 def horizon_base(plan: Plan) -> str:

@@ -42,13 +42,26 @@ def test_expected_agents_follow_roles_and_backend(plan) -> None:
     assert "block1" not in wanted
 
 
-def test_judge_agents_names_what_is_missing_or_dead(plan) -> None:
+def test_judge_agents_tells_unregistered_from_dead(plan) -> None:
     wanted = verify.expected_agents(plan)
     agents = [
         {"host": "controller.lab.test", "agent_type": t, "is_alive": True}
         for t in wanted["controller"]
-    ] + [{"host": "compute1", "agent_type": "Open vSwitch agent", "is_alive": False}]
-    with pytest.raises(CheckFailed, match=r"Open vSwitch agent@compute1.*down"):
+    ]
+    with pytest.raises(CheckFailed, match=r"^not registered yet: Open vSwitch agent@compute1$"):
+        verify.judge_agents(wanted, agents)
+    agents.append(
+        {
+            "host": "compute1",
+            "agent_type": "Open vSwitch agent",
+            "is_alive": False,
+            "last_heartbeat_at": "2026-12-02 10:00:00",
+        }
+    )
+    with pytest.raises(
+        CheckFailed,
+        match=r"^registered but not alive: Open vSwitch agent@compute1 \(last report 2026-12-02",
+    ):
         verify.judge_agents(wanted, agents)
     agents[-1]["is_alive"] = True
     assert verify.judge_agents(wanted, agents) == "5 agents alive on 2 nodes"
@@ -237,6 +250,14 @@ def test_cli_json_and_exit_code(monkeypatch, tmp_path: Path) -> None:
 
     table = runner.invoke(_group(), args[:-1])
     assert "token" in table.output and "pass" in table.output
+
+    # A failed table ends with what to run next, for the nodes the failure names.
+    results["rows"] = [Row("agents", False, "not registered yet: Open vSwitch agent@compute1")]
+    failed = runner.invoke(_group(), args[:-1])
+    assert failed.exit_code == 1
+    assert "1 check(s) failed: agents" in failed.output
+    assert "lab console compute1" in failed.output
+    assert "lab console block1" not in failed.output
 
 
 class FakeCloud:

@@ -86,6 +86,10 @@ def _fail(state: LabState, name: str, node: Progress, why: str, *, timed_out: bo
     error = WaitTimeout if timed_out else StackseedError
     raise error(
         f"node {name} {why}\nlast lines of its console:\n{shown}",
-        fix=f"'lab console {name}' shows the whole log; 'lab ssh {name}' gets a shell if it boots",
+        fix=(
+            f"'lab console {name}' shows the whole console log; if the node boots, "
+            f"'lab ssh {name} sudo tail -n 60 /var/log/stackseed/firstboot.log' shows first "
+            f"boot's own log"
+        ),
         log=str(path),
     )

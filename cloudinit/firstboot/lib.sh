@@ -62,6 +62,9 @@ secret() {
 # How long a node waits for a service on another node: the controller's whole assembly under
 # TCG, plus a reboot of it, plus nodes started long before it.
 PEER_TIMEOUT=5400
+# How long a node's services may take to show up alive in the controller's APIs once their
+# phases ran (the controller answers by then; a starved nova-compute loads for minutes).
+JOIN_TIMEOUT=${STACKSEED_JOIN_TIMEOUT:-1200}
 
 wait_for() {
     local what=$1 timeout=$2 delay=1 start now
@@ -142,6 +145,12 @@ PY
 wait_keystone() {
     wait_for "keystone /v3 at $(fact controller.ip):5000" "${1:-$PEER_TIMEOUT}" \
         probe_http "http://$(fact controller.ip):5000/v3" 200
+}
+
+# wait_joined [timeout]: until the controller's APIs show every service of node.json's `joins`
+# alive (stackseed-joined polls them in one process; it names what is missing on timeout).
+wait_joined() {
+    python3 "$STACKSEED_ROOT/usr/local/lib/stackseed/stackseed-joined" --timeout "${1:-$JOIN_TIMEOUT}"
 }
 
 wait_rabbit() {
@@ -440,6 +449,9 @@ neutron_l2_agent() {
     esac
 }
 
+# Where neutron's Open vSwitch agent reaches OVSDB (its default ovsdb_connection).
+OVSDB_MANAGER=ptcp:6640:127.0.0.1
+
 # neutron_l2_config: agent config for this node (both backends): provider NIC mapping and
 # VXLAN on the management (tunnel) address.
 neutron_l2_config() {
@@ -448,6 +460,10 @@ neutron_l2_config() {
     case "$(neutron_backend)" in
     openvswitch)
         svc_start openvswitch-switch
+        # The agent's OVSDB manager, made once here: left to the agent, each of its starts that
+        # raced ovsdb-server ran `create Manager` again, and the second failed with "multiple
+        # rows in Manager match". set-manager replaces the whole set, so a re-run is a no-op.
+        [ "$(ovs-vsctl get-manager)" = "$OVSDB_MANAGER" ] || ovs-vsctl set-manager "$OVSDB_MANAGER"
         ovs-vsctl --may-exist add-br br-provider
         if ip link show provider0 >/dev/null 2>&1; then
             ovs-vsctl --may-exist add-port br-provider provider0

@@ -1,0 +1,185 @@
+"""A node is ready only once the controller sees its services alive.
+
+The real runner, lib.sh, the common 90-joined phase and stackseed-joined run in a scratch root;
+the controller's APIs are tests/support/fake_cloud.py's FakeCloud (a fake, named so: no
+OpenStack runs in the fast suite). The e2e chain runs the same phase against the real services.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from builder.joins import join_facts
+from builder.paths import TEMPLATES
+from tests.support.fake_cloud import FakeCloud
+
+FIRSTBOOT = TEMPLATES / "firstboot"
+SECRET = "5ec12e7c0ffee5ec12e7c0ffee5ec12e"
+
+
+def load_joined() -> ModuleType:
+    loader = importlib.machinery.SourceFileLoader(
+        "stackseed_joined", str(FIRSTBOOT / "stackseed-joined")
+    )
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+joined = load_joined()
+
+
+def agent(host: str, kind: str, alive: bool) -> dict[str, object]:
+    return {
+        "host": host,
+        "agent_type": kind,
+        "alive": alive,
+        "admin_state_up": True,
+        "heartbeat_timestamp": "2026-12-02 10:00:00",
+    }
+
+
+def up(binary: str, host: str, state: str = "up") -> dict[str, str]:
+    return {"binary": binary, "host": host, "state": state, "status": "enabled", "updated_at": "t"}
+
+
+def hypervisor(host: str) -> dict[str, object]:
+    return {
+        "hypervisor_hostname": f"{host}.lab.test",
+        "state": "up",
+        "status": "enabled",
+        "service": {"host": host},
+    }
+
+
+COMPUTE = join_facts("compute", "openvswitch")["services"]
+
+
+def test_pending_tells_unregistered_from_dead_and_empties_when_alive() -> None:
+    seen: dict[str, list] = {"network-agent": [], "compute-service": [], "hypervisor": []}
+    assert joined.pending("compute1", COMPUTE, seen) == {
+        "neutron-l2-agent": "not registered yet",
+        "nova-compute": "not registered yet",
+        "hypervisor": "not registered yet",
+    }
+    seen["network-agent"] = [
+        agent("compute1", "Open vSwitch agent", False),
+        agent("compute2", "Open vSwitch agent", True),  # another node's agent counts for nothing
+    ]
+    seen["compute-service"] = [up("nova-compute", "compute1", state="down")]
+    seen["hypervisor"] = [hypervisor("compute1")]
+    assert joined.pending("compute1", COMPUTE, seen) == {
+        "neutron-l2-agent": "registered, not alive (last report 2026-12-02 10:00:00)",
+        "nova-compute": "registered, down/enabled (last report t)",
+    }
+    seen["network-agent"][0]["alive"] = True
+    seen["compute-service"] = [up("nova-compute", "compute1.lab.test")]
+    assert joined.pending("compute1", COMPUTE, seen) == {}
+
+
+def test_block_node_waits_for_its_cinder_volume_backend() -> None:
+    block = join_facts("block", "openvswitch")["services"]
+    assert joined.pending("block1", block, {"volume-service": [up("cinder-volume", "block9@lvm")]})
+    assert not joined.pending(
+        "block1", block, {"volume-service": [up("cinder-volume", "block1@lvm")]}
+    )
+
+
+class Node:
+    """A scratch root holding what the seed writes for first boot: runner, lib, phases, facts."""
+
+    def __init__(self, base: Path, cloud: FakeCloud) -> None:
+        self.base = base
+        lib_dir = base / "usr/local/lib/stackseed"
+        phases = lib_dir / "firstboot.d"
+        phases.mkdir(parents=True)
+        shutil.copyfile(FIRSTBOOT / "lib.sh", lib_dir / "lib.sh")
+        shutil.copyfile(FIRSTBOOT / "stackseed-joined", lib_dir / "stackseed-joined")
+        shutil.copyfile(FIRSTBOOT / "common/90-joined.sh", phases / "90-joined.sh")
+        etc = base / "etc/stackseed"
+        etc.mkdir(parents=True)
+        facts = {
+            "region": "R1",
+            "node": {"name": "compute1", "role": "compute", "ip": "10.0.0.31"},
+            "controller": {"name": "controller", "ip": "127.0.0.1", "auth_url": f"{cloud.url}/v3"},
+            "joins": join_facts("compute", "openvswitch"),
+        }
+        (etc / "node.json").write_text(json.dumps(facts))
+        (etc / "secrets.json").write_text(json.dumps({"svc_nova": SECRET}))
+        self.console = base / "console"
+        log_dir = base / "var/log/neutron"
+        log_dir.mkdir(parents=True)
+        (log_dir / "neutron-openvswitch-agent.log").write_text(
+            "2026-12-02 10:00:00.000 1 INFO neutron started\n"
+            "2026-12-02 10:00:01.000 1 ERROR neutron "
+            "Timeout in RPC method has_alive_neutron_server\n"
+        )
+
+    def run(self) -> subprocess.CompletedProcess[str]:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "STACKSEED_ROOT": str(self.base),
+            "STACKSEED_CONSOLE": str(self.console),
+            "STACKSEED_JOIN_TIMEOUT": "2",
+        }
+        return subprocess.run(
+            ["bash", str(FIRSTBOOT / "stackseed-firstboot")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def console_text(self) -> str:
+        return self.console.read_text() if self.console.exists() else ""
+
+
+def test_a_node_whose_agent_is_not_alive_is_not_ready(tmp_path: Path) -> None:
+    with FakeCloud() as cloud:
+        cloud.listings["agents"] = [agent("compute1", "Open vSwitch agent", False)]
+        cloud.listings["compute-services"] = [up("nova-compute", "compute1")]
+        cloud.listings["hypervisors"] = [hypervisor("compute1")]
+        node = Node(tmp_path, cloud)
+
+        result = node.run()
+
+        console = node.console_text()
+        assert result.returncode != 0
+        assert "phase=90-joined status=fail" in console
+        assert "phase=firstboot status=done" not in console
+        assert not (tmp_path / "var/lib/stackseed/done/firstboot").exists()
+        # The failure names the service, why, and the log line that matters.
+        assert "neutron-l2-agent on compute1 did not join" in console
+        assert "registered, not alive" in console
+        assert "Timeout in RPC method has_alive_neutron_server" in console
+        # It asked as the compute role's account, with the secret from secrets.json.
+        password = cloud.logins[0]["identity"]["password"]["user"]
+        assert (password["name"], password["password"]) == ("nova", SECRET)
+        assert SECRET not in console
+
+        cloud.listings["agents"][0]["alive"] = True
+        result = node.run()
+
+        assert result.returncode == 0, node.console_text()
+        assert "phase=firstboot status=done" in node.console_text()
+
+
+@pytest.mark.parametrize("role", ["controller", "compute", "block"])
+def test_each_role_asks_as_an_account_whose_secret_it_carries(role: str) -> None:
+    import yaml
+
+    carried = yaml.safe_load((FIRSTBOOT / "secrets-by-role.yaml").read_text())[role]
+    facts = join_facts(role, "openvswitch")
+    assert facts["account"]["secret"] in carried
+    assert facts["services"], f"{role} joins nothing"
