@@ -33,8 +33,12 @@ from vms.console import read_progress
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[1] / "builder" / "data" / "lab.yaml"
 
 
+# PYTHONPATH passes through so a checkout other than the installed one can be measured.
+PASSED_ENV = ("PATH", "HOME", "STACKSEED_STATE_DIR", "PYTHONPATH")
+
+
 def lab(args: list[str], topology: Path, **kwargs) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "STACKSEED_STATE_DIR")}
+    env = {k: v for k, v in os.environ.items() if k in PASSED_ENV}
     env["LC_ALL"] = "C.UTF-8"
     cmd = ["lab", *args, "--topology", str(topology)] if args[0] != "ssh" else ["lab", *args]
     return subprocess.run(cmd, env=env, text=True, check=False, **kwargs)
@@ -75,7 +79,7 @@ def up_and_watch(
         ["lab", "up", "--wait", "--timeout", str(timeout), "--topology", str(topology)],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "STACKSEED_STATE_DIR")},
+        env={k: v for k, v in os.environ.items() if k in PASSED_ENV},
     )
     done: dict[str, float] = {}
     pending = scenario.reboot
