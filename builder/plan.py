@@ -9,7 +9,10 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+
 from builder.joins import join_facts
+from builder.paths import DATA
 from builder.roles import ROLES
 from builder.topology import Network, Node, Topology
 
@@ -181,6 +184,7 @@ def node_facts(plan: Plan, node: PlannedNode, *, nested_virt: bool = False) -> d
             "auth_url": f"http://{topo.controller.ip}:5000/v3",
         },
         "joins": join_facts(node.role, topo.lab.neutron_backend),
+        "catalog": catalog(),
         "management": {
             "cidr": str(topo.management.cidr),
             "host_ip": str(topo.management.host_address),
@@ -194,6 +198,11 @@ def node_facts(plan: Plan, node: PlannedNode, *, nested_virt: bool = False) -> d
         },
         "nodes": [{"name": n.name, "role": n.role, "ip": n.ip, "fqdn": n.fqdn} for n in plan.nodes],
     }
+
+
+def catalog() -> list[dict[str, Any]]:
+    """The services the controller registers (builder/data/catalog.yaml): data, no secrets."""
+    return yaml.safe_load((DATA / "catalog.yaml").read_text())["services"]
 
 
 def _tunnel_ip(plan: Plan, node: PlannedNode) -> str:

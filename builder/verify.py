@@ -26,7 +26,16 @@ from builder.roles import ROLES
 PREFIX = "stackseed-verify-"
 CLEANUP_ATTEMPTS = 3
 CLEANUP_BACKOFF = 10.0  # seconds, times the attempt number
-REQUIRED_SERVICES = ("identity", "image", "placement", "compute", "network", "volumev3")
+# Official types first (os-service-types); volumev3 is the legacy type kept for older clients.
+REQUIRED_SERVICES = (
+    "identity",
+    "image",
+    "placement",
+    "compute",
+    "network",
+    "block-storage",
+    "volumev3",
+)
 # What the controller's day-zero phase creates; verify boots from and onto these.
 TEST_IMAGE = "stackseed-test"
 TEST_FLAVOR = "m1.tiny"

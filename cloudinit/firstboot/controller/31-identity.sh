@@ -4,7 +4,8 @@ set -eu -o pipefail
 . "${STACKSEED_LIB:-/usr/local/lib/stackseed/lib.sh}"
 
 # The `service` project, roles, every service's user, service entry and three endpoints in the
-# region (one openstacksdk process), and admin-openrc for root on the node.
+# region (one openstacksdk process), and admin-openrc for root on the node. 2025.1 guide: nova
+# and cinder also hold the `service` role (service tokens).
 need_secrets admin_password svc_glance svc_placement svc_nova svc_neutron svc_cinder
 ctl=$(fact node.ip)
 
@@ -12,21 +13,13 @@ os_py <<'PY'
 ensure_project("service", "Service Project")
 for role in ("admin", "member", "reader", "service"):
     ensure_role(role)
-ctl = CTL
-catalog = [
-    ("glance", "image", "OpenStack Image", f"http://{ctl}:9292", "svc_glance"),
-    ("placement", "placement", "Placement API", f"http://{ctl}:8778", "svc_placement"),
-    ("nova", "compute", "OpenStack Compute", f"http://{ctl}:8774/v2.1", "svc_nova"),
-    ("neutron", "network", "OpenStack Networking", f"http://{ctl}:9696", "svc_neutron"),
-    ("cinderv3", "volumev3", "OpenStack Block Storage", f"http://{ctl}:8776/v3/%(project_id)s", "svc_cinder"),
-]
-for name, type_, description, url, password in catalog:
-    user = "cinder" if name == "cinderv3" else name
-    ensure_user(user, secret(password))
-    # 2025.1 guide: nova and cinder also hold the `service` role (service tokens).
-    if user in ("nova", "cinder"):
-        ensure_user(user, secret(password), role="service")
-    ensure_service(name, type_, description, url)
+# builder/data/catalog.yaml, by official service type, with the legacy types beside them.
+for entry in facts["catalog"]:
+    url = f"http://{CTL}:{entry['port']}{entry['path']}"
+    for role in ("admin", *entry.get("roles", [])):
+        ensure_user(entry["user"], secret(entry["secret"]), role=role)
+    for service in (entry, *entry.get("legacy", [])):
+        ensure_service(service["name"], service["type"], entry["description"], url)
 say("identity catalog complete")
 PY
 
