@@ -7,6 +7,7 @@ clients such as tempest and Horizon's Angular code look services up by the offic
 from __future__ import annotations
 
 import json
+
 import os_service_types
 import pytest
 import yaml
@@ -57,8 +58,7 @@ def test_cinder_is_block_storage_with_volumev3_beside_it(catalog: list[dict]) ->
 def test_catalog_names_only_real_secrets_and_roles_the_identity_phase_creates(
     catalog: list[dict],
 ) -> None:
-    identity = Path(verify.__file__).parents[1] / "cloudinit/firstboot/controller/31-identity.sh"
-    created = identity.read_text()
+    created = (TEMPLATES / "firstboot/controller/31-identity.sh").read_text()
     for entry in catalog:
         assert entry["secret"] in NAMES
         assert entry["secret"] in created, "need_secrets must list it"
