@@ -35,6 +35,14 @@ class TopologyError(StackseedError):
     exit_code = EXIT_INVALID
 
 
+class UsageError(StackseedError):
+    exit_code = EXIT_USAGE
+
+
+class PathError(UsageError):
+    """A path given on the command line (or by its environment variable) that cannot work."""
+
+
 class PrerequisiteError(StackseedError):
     exit_code = EXIT_PREREQ
 

@@ -22,6 +22,8 @@ def private_dir(path: Path) -> Path:
 
 
 def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write `data` to a temporary file beside `path`, then rename it: a full disk or a crash
+    leaves the old file (or none), never half of the new one."""
     private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -31,6 +33,10 @@ def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        # Name the file the user asked for, not the temporary one that is gone now.
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -39,7 +45,8 @@ def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
 def copy_private(source: Path, target: Path) -> bool:
     """Copy `source` to `target` (0600, atomic); False when `target` already has those bytes."""
     data = source.read_bytes()
-    if target.exists() and target.read_bytes() == data:
+    # is_file(), not exists(): reading a device such as /dev/zero to compare would never end.
+    if target.is_file() and target.read_bytes() == data:
         return False
     write_private(target, data)
     return True

@@ -14,15 +14,30 @@ from builder.topology import Topology
 Path_ = tuple[str | int, ...]
 
 
+# A topology is a few KiB; the bound keeps a device or a huge file from being read into memory.
+MAX_BYTES = 1 << 20
+
+
 def load(path: Path) -> Topology:
+    return parse(_read(path), str(path))
+
+
+def _read(path: Path) -> str:
+    fix = "pass an existing file with --topology, or run 'lab init' to write the default"
     try:
-        text = path.read_text()
+        if path.exists() and not path.is_file():
+            # /dev/zero or a FIFO would never end (or never start); only regular files are read.
+            raise TopologyError(f"{path}: cannot read the topology (not a regular file)", fix=fix)
+        with path.open("rb") as handle:
+            data = handle.read(MAX_BYTES + 1)
     except OSError as exc:
-        raise TopologyError(
-            f"{path}: cannot read the topology ({exc.strerror})",
-            fix="pass an existing file with --topology, or run 'lab init' to write the default",
-        ) from None
-    return parse(text, str(path))
+        raise TopologyError(f"{path}: cannot read the topology ({exc.strerror})", fix=fix) from None
+    if len(data) > MAX_BYTES:
+        raise TopologyError(f"{path}: larger than {MAX_BYTES >> 20} MiB: not a topology", fix=fix)
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise TopologyError(f"{path}: not UTF-8 text: not a topology", fix=fix) from None
 
 
 def parse(text: str, source: str) -> Topology:

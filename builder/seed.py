@@ -92,7 +92,7 @@ def _iso9660_name(name: str) -> str:
 def write_seed(path: Path, files: dict[str, bytes]) -> bool:
     """Write the seed atomically (0600); False when the file already holds exactly this."""
     data = iso_bytes(files)
-    if path.exists() and path.read_bytes() == data:
+    if path.is_file() and path.read_bytes() == data:
         return False
     write_private(path, data)
     return True
