@@ -7,6 +7,7 @@ import os
 import shlex
 import shutil
 import subprocess
+from typing import IO
 
 from builder.errors import PrerequisiteError, StackseedError
 from builder.plan import Plan
@@ -72,4 +73,25 @@ def run(
     log.debug("%s", shlex.join(argv))
     return subprocess.run(
         argv, env=_env(), capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def popen(
+    plan: Plan,
+    state: LabState,
+    node: str,
+    remote: tuple[str, ...],
+    *,
+    tty: bool = False,
+    stdout: int = subprocess.PIPE,
+    stderr: int | IO[bytes] | None = None,
+) -> subprocess.Popen[bytes]:
+    """ssh running `remote` on NODE with its output as a byte pipe (stdin is /dev/null).
+    tty: a remote terminal, so the remote command ends with the connection (tail -f)."""
+    argv = command(plan, state, node, remote)
+    if tty:
+        argv.insert(1, "-tt")
+    log.debug("%s", shlex.join(argv))
+    return subprocess.Popen(
+        argv, env=_env(), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr
     )

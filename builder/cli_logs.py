@@ -1,0 +1,256 @@
+"""`lab logs`: every node's logs in one redacted archive for a bug report, or one service's log
+followed live (`--follow`). Over the lab's own ssh (vms/ssh.py): its key, the pinned host keys."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+import click
+from rich.markup import escape
+
+from builder.cli_common import Lab, err, out, topology_options
+from builder.errors import StackseedError
+from builder.logs import (
+    NO_SUCH_SERVICE,
+    Archive,
+    Collected,
+    Redactor,
+    collect_command,
+    follow_command,
+    read_secrets,
+)
+from vms import ssh
+
+SSH_FAILED = 255  # ssh's own exit status: it could not connect (or lost the connection)
+MIB = 1 << 20
+
+
+@click.command("logs")
+@topology_options
+@click.argument("nodes", nargs=-1, metavar="[NODE]...")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The archive (or a directory for it) "
+    "[default: ./stackseed-logs-LAB-YYYYmmddTHHMMSSZ.tar.gz].",
+)
+@click.option(
+    "--follow",
+    "-f",
+    "service",
+    metavar="SERVICE",
+    default=None,
+    help="Tail SERVICE on the one NODE named (/var/log/*/SERVICE.log, else its journal) "
+    "until Ctrl-C.",
+)
+@click.option(
+    "--lines",
+    "-n",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="With --follow: lines of history first.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=900.0,
+    show_default=True,
+    help="Seconds to collect one node before giving up on it.",
+)
+def logs(
+    lab: Lab,
+    nodes: tuple[str, ...],
+    output: Path | None,
+    service: str | None,
+    lines: int,
+    timeout: float,
+) -> None:
+    """Collect every node's logs (first boot, cloud-init, OpenStack services, journal, console)
+    into one archive with the lab's secrets replaced by ***, or --follow one service."""
+    _known(lab, nodes)
+    if service is not None and (len(nodes) != 1 or output is not None):
+        raise StackseedError(
+            "--follow takes exactly one NODE and no -o",
+            fix="e.g. 'lab logs compute1 --follow nova-compute'",
+        )
+    remote = follow_command(service, lines) if service is not None else None
+    names = list(nodes) or [n.name for n in lab.plan.nodes]
+    # No lab key or no ssh client: say so before anything is read or made.
+    ssh.command(lab.plan, lab.state, names[0], ("true",))
+    redactor = Redactor(read_secrets(lab.state.secrets_file).values())
+    if service is not None and remote is not None:
+        _follow(lab, names[0], service, remote, redactor)
+        return
+    now = datetime.datetime.now(datetime.UTC)
+    top = f"stackseed-logs-{lab.plan.lab}-{now:%Y%m%dT%H%M%SZ}"
+    target = _target(output, top)
+    report = [
+        f"stackseed lab logs: lab {lab.plan.lab}, collected {now:%Y-%m-%d %H:%M:%S} UTC",
+        f"Redacted: every value of secrets.yaml ({redactor.count}) is *** in every file and name;",
+        "compressed rotated logs are stored decompressed, so they were redacted too.",
+        "<node>/var/log/: the node's files; <node>/commands/: journalctl -b, journalctl",
+        "--list-boots, cloud-init status --long, failed units; <node>/console.log: the serial",
+        "console as the host kept it; NOT-COLLECTED.txt, SKIPPED.txt: what is missing and why.",
+        "",
+    ]
+    missed: list[str] = []
+    try:
+        with Archive(target, top, redactor) as archive:
+            archive.add("lab.yaml", lab.topology_file.read_bytes())
+            for node in names:
+                line, ok = _node(lab, node, archive, timeout)
+                report.append(line)
+                if not ok:
+                    missed.append(node)
+            archive.add("MANIFEST.txt", "\n".join(report).encode() + b"\n")
+    except OSError as exc:
+        raise StackseedError(
+            f"cannot write {target}: {exc.strerror or exc}",
+            fix="pick a place you can write with -o (nothing was left behind)",
+        ) from None
+    size = target.stat().st_size / MIB
+    out.print(f"wrote {escape(str(target))} ({size:.1f} MiB, 0600)", soft_wrap=True)
+    if missed:
+        err.print(
+            f"[yellow]warning:[/yellow] not collected from {', '.join(missed)}: the archive "
+            "holds their console logs and a NOT-COLLECTED.txt each saying why",
+            soft_wrap=True,
+        )
+
+
+def _known(lab: Lab, nodes: tuple[str, ...]) -> None:
+    names = [n.name for n in lab.plan.nodes]
+    unknown = [n for n in nodes if n not in names]
+    if unknown:
+        raise StackseedError(
+            f"no node {', '.join(map(repr, unknown))} in {lab.topology_file}",
+            fix=f"pick from the topology's 'nodes' list: {', '.join(names)}",
+        )
+
+
+def _target(output: Path | None, top: str) -> Path:
+    if output is None:
+        return Path.cwd() / f"{top}.tar.gz"
+    if output.is_dir():
+        return output / f"{top}.tar.gz"
+    if not output.parent.is_dir():
+        raise StackseedError(
+            f"-o {output}: {output.parent} is not a directory",
+            fix="create it first, or name a file in an existing directory",
+        )
+    if output.exists() and not output.is_file():
+        raise StackseedError(f"-o {output} is not a regular file", fix="name a file or directory")
+    return output
+
+
+def _node(lab: Lab, node: str, archive: Archive, timeout: float) -> tuple[str, bool]:
+    """Collect one node into the archive; its MANIFEST line and whether ssh delivered."""
+    start = time.monotonic()
+    with out.status(f"{node}: collecting…"):
+        got, problem = _collect(lab, node, archive, timeout)
+        console = lab.state.console_log(node)
+        if console.is_file():
+            got.bytes += archive.add(f"{node}/console.log", console.read_bytes())
+            got.files += 1
+    seconds = time.monotonic() - start
+    if got.skipped:
+        archive.add(f"{node}/SKIPPED.txt", "\n".join(got.skipped).encode() + b"\n")
+    summary = f"{node}: {got.files} files, {got.bytes / MIB:.1f} MiB, {seconds:.0f} s"
+    if problem is None:
+        out.print(summary)
+        return summary, True
+    why = archive.redactor.text(problem)
+    archive.add(f"{node}/NOT-COLLECTED.txt", f"{why}\n".encode())
+    err.print(f"[yellow]warning:[/yellow] {escape(node)}: {escape(why)}", soft_wrap=True)
+    out.print(summary)
+    return f"{summary}; {why}", False
+
+
+def _collect(lab: Lab, node: str, archive: Archive, timeout: float) -> tuple[Collected, str | None]:
+    """Stream NODE's logs into the archive; what went wrong, if anything."""
+    timed_out = threading.Event()
+    with tempfile.TemporaryFile() as errors:
+        proc = ssh.popen(lab.plan, lab.state, node, (collect_command(),), stderr=errors)
+        assert proc.stdout is not None
+
+        def give_up() -> None:
+            timed_out.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout, give_up)
+        timer.start()
+        try:
+            got = archive.add_tar(f"{node}/", proc.stdout)
+            _drain(proc.stdout)  # the tar's padding: ssh must not die on a closed pipe
+            rc = proc.wait()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+        errors.seek(0)
+        said = errors.read().decode(errors="replace").strip()
+    if rc == 0 and got.error is None:
+        return got, None
+    last = said.splitlines()[-1] if said else ""
+    if timed_out.is_set():
+        problem = f"gave up after {timeout:.0f} s (--timeout)"
+    elif rc == SSH_FAILED:
+        problem = f"not reachable over ssh ({last or 'no reason given'})"
+    else:
+        problem = f"collection failed (exit {rc}{': ' + last if last else ''})"
+    if got.error and got.files:
+        problem += f"; {got.error}: the files before it are in the archive"
+    return got, problem
+
+
+def _drain(stream: IO[bytes]) -> None:
+    while stream.read(1 << 16):
+        pass
+
+
+def _follow(lab: Lab, node: str, service: str, remote: str, redactor: Redactor) -> None:
+    with tempfile.TemporaryFile() as errors:
+        # A remote terminal: when ssh ends (Ctrl-C), tail or journalctl ends with it.
+        proc = ssh.popen(lab.plan, lab.state, node, (remote,), tty=True, stderr=errors)
+        assert proc.stdout is not None
+        try:
+            for raw in proc.stdout:
+                line = redactor.bytes(raw).decode(errors="replace").rstrip("\r\n")
+                click.echo(line)
+        except KeyboardInterrupt:
+            proc.terminate()
+            with contextlib.suppress(KeyboardInterrupt):
+                proc.wait()
+            return
+        finally:
+            proc.stdout.close()
+        rc = proc.wait()
+        errors.seek(0)
+        said = redactor.text(errors.read().decode(errors="replace").strip())
+    if rc == NO_SUCH_SERVICE:
+        raise StackseedError(
+            f"{node} has no log file and no unit named {service!r}",
+            fix=f"list them: lab ssh {node} sudo ls /var/log /var/log/nova /var/log/neutron",
+        )
+    if rc == SSH_FAILED:
+        raise StackseedError(
+            f"{node} is not reachable over ssh ({said.splitlines()[-1] if said else 'no reason'})",
+            fix="'lab status' shows whether it runs; 'lab console " + node + "' what it says",
+        )
+    if rc != 0:
+        raise StackseedError(f"following {service} on {node} stopped (exit {rc})", log=said)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(logs)
