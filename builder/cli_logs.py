@@ -15,7 +15,7 @@ import click
 from rich.markup import escape
 
 from builder.cli_common import Lab, err, out, topology_options
-from builder.errors import StackseedError
+from builder.errors import StackseedError, UsageError
 from builder.logs import (
     NO_SUCH_SERVICE,
     Archive,
@@ -25,6 +25,7 @@ from builder.logs import (
     follow_command,
     read_secrets,
 )
+from builder.pathcheck import check_target
 from vms import ssh
 
 SSH_FAILED = 255  # ssh's own exit status: it could not connect (or lost the connection)
@@ -77,22 +78,20 @@ def logs(
     """Collect every node's logs (first boot, cloud-init, OpenStack services, journal, console)
     into one archive with the lab's secrets replaced by ***, or --follow one service."""
     _known(lab, nodes)
-    if service is not None and (len(nodes) != 1 or output is not None):
-        raise StackseedError(
-            "--follow takes exactly one NODE and no -o",
-            fix="e.g. 'lab logs compute1 --follow nova-compute'",
-        )
-    remote = follow_command(service, lines) if service is not None else None
-    names = list(nodes) or [n.name for n in lab.plan.nodes]
-    # No lab key or no ssh client: say so before anything is read or made.
-    ssh.command(lab.plan, lab.state, names[0], ("true",))
-    redactor = Redactor(read_secrets(lab.state.secrets_file).values())
-    if service is not None and remote is not None:
-        _follow(lab, names[0], service, remote, redactor)
+    if service is not None:
+        if len(nodes) != 1 or output is not None:
+            raise UsageError(
+                "--follow takes exactly one NODE and no -o",
+                fix="e.g. 'lab logs compute1 --follow nova-compute'",
+            )
+        remote = follow_command(service, lines)
+        _follow(lab, nodes[0], service, remote, _redactor(lab, nodes[0]))
         return
     now = datetime.datetime.now(datetime.UTC)
     top = f"stackseed-logs-{lab.plan.lab}-{now:%Y%m%dT%H%M%SZ}"
     target = _target(output, top)
+    names = list(nodes) or [n.name for n in lab.plan.nodes]
+    redactor = _redactor(lab, names[0])
     report = [
         f"stackseed lab logs: lab {lab.plan.lab}, collected {now:%Y-%m-%d %H:%M:%S} UTC",
         f"Redacted: every value of secrets.yaml ({redactor.count}) is *** in every file and name;",
@@ -127,6 +126,12 @@ def logs(
         )
 
 
+def _redactor(lab: Lab, node: str) -> Redactor:
+    # No lab key or no ssh client: said before the secrets are read or anything is made.
+    ssh.command(lab.plan, lab.state, node, ("true",))
+    return Redactor(read_secrets(lab.state.secrets_file).values())
+
+
 def _known(lab: Lab, nodes: tuple[str, ...]) -> None:
     names = [n.name for n in lab.plan.nodes]
     unknown = [n for n in nodes if n not in names]
@@ -138,18 +143,12 @@ def _known(lab: Lab, nodes: tuple[str, ...]) -> None:
 
 
 def _target(output: Path | None, top: str) -> Path:
+    """Where the archive goes, refused (naming -o) before anything is collected."""
     if output is None:
+        check_target(Path.cwd(), "-o", "dir")
         return Path.cwd() / f"{top}.tar.gz"
-    if output.is_dir():
-        return output / f"{top}.tar.gz"
-    if not output.parent.is_dir():
-        raise StackseedError(
-            f"-o {output}: {output.parent} is not a directory",
-            fix="create it first, or name a file in an existing directory",
-        )
-    if output.exists() and not output.is_file():
-        raise StackseedError(f"-o {output} is not a regular file", fix="name a file or directory")
-    return output
+    check_target(output, "-o", None, parent_must_exist=True)
+    return output / f"{top}.tar.gz" if output.is_dir() else output
 
 
 def _node(lab: Lab, node: str, archive: Archive, timeout: float) -> tuple[str, bool]:

@@ -27,7 +27,7 @@ from typing import IO, Any
 
 import yaml
 
-from builder.errors import StackseedError
+from builder.errors import StackseedError, UsageError
 
 # The runner's own rule (cloudinit/firstboot/stackseed-firstboot, REDACT_PY): shorter values
 # would blank out ordinary words, and every generated secret is far longer.
@@ -104,7 +104,7 @@ def collect_command(paths: Iterable[str] = LOG_PATHS) -> str:
 
 def follow_command(service: str, lines: int) -> str:
     if not SERVICE.fullmatch(service):
-        raise StackseedError(
+        raise UsageError(
             f"--follow {service!r} is not a service name",
             fix="name a unit or a log file's stem, e.g. nova-compute or neutron-server",
         )

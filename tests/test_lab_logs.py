@@ -24,6 +24,7 @@ from builder.logs import Archive, Redactor, collect_command, follow_command, rea
 from builder.secrets import load_or_create
 
 NODES = ("controller", "compute1", "block1")
+NEEDS_SSH = pytest.mark.skipif(shutil.which("ssh") is None, reason="needs the ssh client")
 SERVICE_LOGS = {
     "controller": ("var/log/keystone/keystone.log", "var/log/nova/nova-api.log"),
     "compute1": ("var/log/nova/nova-compute.log", "var/log/neutron/neutron-openvswitch-agent.log"),
@@ -231,23 +232,33 @@ def test_cli_without_a_lab_says_run_lab_up_and_leaves_nothing(tmp_path) -> None:
     unknown = _lab_in(cwd, "logs", "nope", "-t", str(DEFAULT), state_dir=state)
     assert unknown.returncode == 1 and "no node 'nope'" in unknown.stderr
     both = _lab_in(cwd, "logs", "-f", "nova-compute", "-t", str(DEFAULT), state_dir=state)
-    assert both.returncode == 1 and "--follow takes exactly one NODE" in both.stderr
+    assert both.returncode == 2 and "--follow takes exactly one NODE" in both.stderr
+    nowhere = _lab_in(cwd, "logs", "-o", "no/dir/x.tgz", "-t", str(DEFAULT), state_dir=state)
+    assert nowhere.returncode == 2 and "does not exist" in nowhere.stderr
+    assert "Traceback" not in both.stderr + nowhere.stderr and os.listdir(cwd) == []
 
 
-@pytest.mark.skipif(shutil.which("ssh") is None, reason="needs the ssh client")
+def _fake_key(state_dir: Path):
+    """The lab key and known_hosts files `lab ssh` insists on (never used to log in here)."""
+    from builder.state import LabState
+
+    state = LabState.for_lab("stackseed", state_dir)
+    for path in (state.ssh_key, state.known_hosts):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("not used: nothing is logged in to\n")
+    return state
+
+
+@NEEDS_SSH
 def test_cli_with_unreachable_nodes_writes_the_archive_with_notes(
     tmp_path, secrets, monkeypatch
 ) -> None:
     from click.testing import CliRunner
 
     from builder.cli_lab import lab
-    from builder.state import LabState
     from vms import ssh
 
-    state = LabState.for_lab("stackseed", tmp_path / "state")
-    for path in (state.ssh_key, state.known_hosts):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("not used: the port is closed\n")
+    state = _fake_key(tmp_path / "state")
     state.console_log("controller").parent.mkdir(parents=True)
     state.console_log("controller").write_text(f"login: {secrets['admin_password']}\n")
     with socket.socket() as probe:  # a port nothing listens on: connection refused at once
@@ -285,6 +296,37 @@ def test_cli_with_unreachable_nodes_writes_the_archive_with_notes(
     assert "lab.yaml" in names
     assert not _leaks(members, secrets)
     assert stat.S_IMODE((tmp_path / "bug.tar.gz").stat().st_mode) == 0o600
+
+
+@NEEDS_SSH
+def test_follow_redacts_each_line_and_names_a_missing_service(tmp_path, secrets, monkeypatch):
+    from click.testing import CliRunner
+
+    from builder.cli_lab import lab
+    from vms import ssh
+
+    _fake_key(tmp_path / "state")
+    password = secrets["admin_password"]
+    said: dict[str, object] = {}
+
+    def fake_popen(plan, lab_state, node, remote, *, tty=False, stdout=None, stderr=None):
+        said.update(node=node, remote=remote, tty=tty)
+        script = f"printf 'one {password}\\r\\ntwo\\r\\n'; exit $RC"
+        return subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, stderr=stderr)
+
+    monkeypatch.setattr(ssh, "popen", fake_popen)
+    args = ["logs", "compute1", "-f", "nova-compute", "-n", "5", "-t", str(DEFAULT)]
+    args += ["--state-dir", str(tmp_path / "state")]
+    monkeypatch.setenv("RC", "0")
+    result = CliRunner().invoke(lab, args)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["one ***", "two"]
+    assert said["node"] == "compute1" and said["tty"] is True
+    assert shlex.split(said["remote"][0])[-2:] == ["nova-compute", "5"]  # type: ignore[index]
+    monkeypatch.setenv("RC", str(logs.NO_SUCH_SERVICE))
+    result = CliRunner().invoke(lab, args)
+    assert isinstance(result.exception, logs.StackseedError)
+    assert "compute1 has no log file and no unit named 'nova-compute'" in str(result.exception)
 
 
 @pytest.mark.e2e
