@@ -206,10 +206,12 @@ def _collect(lab: Lab, node: str, archive: Archive, timeout: float) -> tuple[Col
         problem = f"gave up after {timeout:.0f} s (--timeout)"
     elif rc == SSH_FAILED:
         problem = f"not reachable over ssh ({last or 'no reason given'})"
-    else:
+    elif rc != 0:
         problem = f"collection failed (exit {rc}{': ' + last if last else ''})"
+    else:
+        problem = f"the node's tar: {got.error}"
     if got.error and got.files:
-        problem += f"; {got.error}: the files before it are in the archive"
+        problem += "; the files before the break are in the archive"
     return got, problem
 
 
@@ -219,24 +221,29 @@ def _drain(stream: IO[bytes]) -> None:
 
 
 def _follow(lab: Lab, node: str, service: str, remote: str, redactor: Redactor) -> None:
+    """Print the remote tail line by line, redacted, until it ends or Ctrl-C (exit 0)."""
+    rc: int | None = None
     with tempfile.TemporaryFile() as errors:
         # A remote terminal: when ssh ends (Ctrl-C), tail or journalctl ends with it.
         proc = ssh.popen(lab.plan, lab.state, node, (remote,), tty=True, stderr=errors)
         assert proc.stdout is not None
         try:
             for raw in proc.stdout:
-                line = redactor.bytes(raw).decode(errors="replace").rstrip("\r\n")
-                click.echo(line)
+                click.echo(redactor.bytes(raw).decode(errors="replace").rstrip("\r\n"))
+            rc = proc.wait()
         except KeyboardInterrupt:
-            proc.terminate()
-            with contextlib.suppress(KeyboardInterrupt):
-                proc.wait()
-            return
+            pass
         finally:
+            if proc.poll() is None:
+                proc.terminate()
+                with contextlib.suppress(KeyboardInterrupt):
+                    proc.wait()
             proc.stdout.close()
-        rc = proc.wait()
         errors.seek(0)
         said = redactor.text(errors.read().decode(errors="replace").strip())
+    last = said.splitlines()[-1] if said else "no reason given"
+    if rc is None or rc == 0:
+        return
     if rc == NO_SUCH_SERVICE:
         raise StackseedError(
             f"{node} has no log file and no unit named {service!r}",
@@ -244,11 +251,10 @@ def _follow(lab: Lab, node: str, service: str, remote: str, redactor: Redactor) 
         )
     if rc == SSH_FAILED:
         raise StackseedError(
-            f"{node} is not reachable over ssh ({said.splitlines()[-1] if said else 'no reason'})",
-            fix="'lab status' shows whether it runs; 'lab console " + node + "' what it says",
+            f"{node} is not reachable over ssh ({last})",
+            fix=f"'lab status' shows whether it runs, 'lab console {node}' what it says",
         )
-    if rc != 0:
-        raise StackseedError(f"following {service} on {node} stopped (exit {rc})", log=said)
+    raise StackseedError(f"following {service} on {node} stopped (exit {rc}: {last})")
 
 
 def register(group: click.Group) -> None:
