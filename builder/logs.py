@@ -155,20 +155,20 @@ _COMPRESSED = (
 )
 
 
-def readable(name: str, data: bytes) -> tuple[str, bytes] | str:
+def readable(name: str, data: bytes, depth: int = 3) -> tuple[str, bytes] | str:
     """`(name, plain bytes)` for a member, or the reason it must be left out."""
     for magic, suffix, decompress in _COMPRESSED:
         if not data.startswith(magic):
             continue
         if magic == b"BZh" and not name.endswith(suffix):
             return name, data  # text that happens to start with "BZh"
-        if decompress is None:
+        if decompress is None or depth == 0:
             return f"{name}: {suffix[1:]}-compressed, which cannot be redacted here"
         try:
             plain = decompress(data)
         except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as exc:
             return f"{name}: compressed and unreadable ({exc})"
-        return name.removesuffix(suffix), plain
+        return readable(name.removesuffix(suffix), plain, depth - 1)
     return name, data
 
 

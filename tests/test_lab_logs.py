@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import lzma
 import os
 import shlex
 import shutil
@@ -87,6 +88,17 @@ def test_redactor_masks_longest_first_and_leaves_short_values() -> None:
     assert redactor.bytes(b"x abcdefghij y abcdef z abc") == b"x *** y *** z abc"
     assert redactor.text("cache-abcdefghij.txt") == "cache-***.txt"
     assert Redactor([]).bytes(b"abc") == b"abc"
+
+
+def test_compressed_members_are_stored_plain_or_left_out() -> None:
+    text = b"password=abcdefgh\n"
+    assert logs.readable("a.log.2.gz", gzip.compress(gzip.compress(text))) == ("a.log.2", text)
+    assert logs.readable("a.log.1.xz", lzma.compress(text)) == ("a.log.1", text)
+    assert logs.readable("notes.txt", b"BZh, it starts") == ("notes.txt", b"BZh, it starts")
+    left_out = logs.readable("a.log.3.zst", b"\x28\xb5\x2f\xfd" + text)
+    assert isinstance(left_out, str) and "cannot be redacted" in left_out
+    broken = logs.readable("a.log.4.gz", b"\x1f\x8b broken")
+    assert isinstance(broken, str) and "unreadable" in broken
 
 
 def test_archive_of_every_node_holds_their_logs_and_no_secret(tmp_path, secrets) -> None:
