@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 from rich.console import Console
 
 from builder import build
-from builder.cli_common import invoke
+from builder.cli_common import Target, invoke, locked
 from builder.errors import StackseedError
 from builder.images import RELEASES
 from builder.paths import ELEMENTS
@@ -19,6 +22,20 @@ from builder.roles import ROLES
 def _built_roles(options: build.Options) -> tuple[str, ...]:
     release_dir = options.images_dir / options.release
     return tuple(r for r in sorted(ROLES) if (release_dir / r / "image.json").is_file())
+
+
+@contextmanager
+def _cache_lock(options: build.Options) -> Iterator[None]:
+    """One build at a time per image cache: the cache's lock, and --output's when the images go
+    outside the cache (another cache may build into the same --output)."""
+    cache = options.cache_dir
+    dirs = [(cache, "STACKSEED_CACHE_DIR")]
+    images = Path(os.path.abspath(options.images_dir))
+    if not images.is_relative_to(os.path.abspath(cache)):
+        dirs.append((options.images_dir, "--output"))
+    # Not private: the cache holds nothing secret and was always made with the umask.
+    with locked(f"image cache {cache}", *dirs, private=False):
+        yield
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,7 +50,7 @@ def _built_roles(options: build.Options) -> tuple[str, ...]:
 @click.option("--release", type=click.Choice(RELEASES), default="trixie", show_default=True)
 @click.option(
     "--output",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=Target("dir"),
     help="Images directory (default: <cache>/images; STACKSEED_CACHE_DIR moves the cache).",
 )
 @click.option("--force", is_flag=True, help="Rebuild even when the content key is unchanged.")
@@ -78,7 +95,7 @@ def command(
     elements_dir: Path,
 ) -> None:
     """Build (or verify) stackseed's per-role Debian/OpenStack node images."""
-    console = Console(stderr=False, highlight=False)
+    console = Console(stderr=False, highlight=False, emoji=False)
     chosen = tuple(sorted(ROLES)) if all_roles else tuple(dict.fromkeys(roles))
     options = build.Options(
         roles=chosen,
@@ -109,7 +126,8 @@ def command(
         return
     if not chosen:
         raise click.UsageError("say which images: --role ROLE (repeatable) or --all")
-    outcomes = build.build(options, console)
+    with _cache_lock(options):
+        outcomes = build.build(options, console)
     for outcome in outcomes:
         if outcome.built:
             size = outcome.info.rootfs_path.stat().st_size

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
-from builder.cli_common import Lab, err, out, run, topology_options
+from builder.cli_common import Lab, Target, err, lab_lock, out, run, topology_options
 from builder.errors import StackseedError
-from builder.fsutil import copy_private
+from builder.fsutil import copy_private, write_private
+from builder.pathcheck import check_target
 from builder.paths import DEFAULT_TOPOLOGY
 from builder.seed import write_all_seeds
 
@@ -21,13 +22,13 @@ def lab() -> None:
 
 @lab.command()
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
-@click.argument("path", type=click.Path(path_type=Path, dir_okay=False), default="lab.yaml")
+@click.argument("path", type=Target("file", probe=True, parent_must_exist=True), default="lab.yaml")
 def init(path: Path, force: bool) -> None:
     """Write the default topology to PATH (./lab.yaml) for editing."""
     if path.exists() and not force:
         raise StackseedError(f"{path} exists already", fix="edit it, or pass --force to replace it")
-    shutil.copyfile(DEFAULT_TOPOLOGY, path)
-    out.print(f"wrote {path}: edit it, then run 'lab up'")
+    write_private(path, DEFAULT_TOPOLOGY.read_bytes(), mode=0o644)
+    out.print(f"wrote {escape(str(path))}: edit it, then run 'lab up'")
 
 
 @lab.command()
@@ -37,7 +38,7 @@ def init(path: Path, force: bool) -> None:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path),
+    type=Target(None),
     required=True,
     help="The ISO file (one node) or a directory (--all).",
 )
@@ -53,14 +54,15 @@ def seed(lab: Lab, node: str | None, all_nodes: bool, output: Path, nested_virt:
         raise StackseedError(
             f"{lab.topology_file}: no node {node!r}", fix=f"pick one of: {', '.join(names)}"
         )
-    if all_nodes and output.exists() and not output.is_dir():
-        raise StackseedError(f"{output} is a file", fix="with --all, -o names a directory")
-    seeds = write_all_seeds(lab.plan, lab.state, nested_virt=nested_virt)
-    wanted = names if all_nodes else [node]
-    for name in wanted:
-        target = output / f"{name}.iso" if all_nodes else output
-        changed = copy_private(seeds[name], target)
-        out.print(f"{name}: {target} ({'written' if changed else 'unchanged'})")
+    # Before the lab is touched: a bad -o must leave no state directory behind either.
+    check_target(output, "--output", "dir" if all_nodes else "file")
+    with lab_lock(lab):
+        seeds = write_all_seeds(lab.plan, lab.state, nested_virt=nested_virt)
+        wanted = names if all_nodes else [node]
+        for name in wanted:
+            target = output / f"{name}.iso" if all_nodes else output
+            changed = copy_private(seeds[name], target)
+            out.print(f"{name}: {escape(str(target))} ({'written' if changed else 'unchanged'})")
 
 
 def _register_optional() -> None:
@@ -79,7 +81,7 @@ _register_optional()
 
 
 def main() -> None:
-    run(lab)
+    run(lab, "lab")
 
 
 __all__ = ["err", "lab", "main"]

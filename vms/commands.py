@@ -15,7 +15,7 @@ import libvirt
 from rich.live import Live
 from rich.table import Table
 
-from builder.cli_common import Lab, err, out, topology_options
+from builder.cli_common import Lab, Target, err, lab_lock, out, topology_options
 from builder.errors import PrerequisiteError, StackseedError
 from builder.images import find_image
 from builder.seed import write_all_seeds
@@ -78,10 +78,10 @@ def _accel(conn: libvirt.virConnect, uri: str, requested: str) -> Accel:
     help="Start only these nodes (repeatable); the rest are defined but left off until the "
     "next 'lab up'. Nodes may boot in any order.",
 )
-@click.option("--images-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--images-dir", type=Target("dir"), default=None)
 @click.option(
     "--pool-dir",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=Target("dir"),
     default=None,
     help="Directory of the lab's storage pool [default: /var/lib/libvirt/images/stackseed-LAB].",
 )
@@ -101,26 +101,29 @@ def up(
     plan = lab.plan
     hold = _held(lab, only)
     uri = resolve_uri(connect)
-    images = {
-        role: find_image(plan.topology.lab.release, role, images_dir)
-        for role in sorted({n.role for n in plan.nodes})
-    }
-    conn = open_connection(uri)
-    chosen = _accel(conn, uri, accel)
-    if nat:
-        err.print("[yellow]warning:[/yellow] --nat: the management network is routed outside")
-    seeds = write_all_seeds(plan, lab.state, nested_virt=chosen.nested_virt)
-    launch = launcher.Launch(
-        plan=plan,
-        state=lab.state,
-        images=images,
-        seeds=seeds,
-        accel=chosen,
-        pool_dir=pool_dir or default_pool_dir(uri, plan.lab),
-        nat=nat,
-        hold=hold,
-    )
-    report = launcher.up(conn, launch)
+    # The lock covers the changes only: following the boot (--wait) reads consoles, and a
+    # `lab reboot` meanwhile (the benches reboot a node mid-boot) must not be refused.
+    with lab_lock(lab):
+        images = {
+            role: find_image(plan.topology.lab.release, role, images_dir)
+            for role in sorted({n.role for n in plan.nodes})
+        }
+        conn = open_connection(uri)
+        chosen = _accel(conn, uri, accel)
+        if nat:
+            err.print("[yellow]warning:[/yellow] --nat: the management network is routed outside")
+        seeds = write_all_seeds(plan, lab.state, nested_virt=chosen.nested_virt)
+        launch = launcher.Launch(
+            plan=plan,
+            state=lab.state,
+            images=images,
+            seeds=seeds,
+            accel=chosen,
+            pool_dir=pool_dir or default_pool_dir(uri, plan.lab),
+            nat=nat,
+            hold=hold,
+        )
+        report = launcher.up(conn, launch)
     for change in report.changes:
         out.print(f"  {change}")
     for warning in report.warnings:
@@ -191,8 +194,9 @@ def _wait(conn: libvirt.virConnect, lab: Lab, until: str, timeout: float, names:
 @connect_option
 def down(lab: Lab, connect: str | None) -> None:
     """Remove every VM, network, volume and seed of the lab, orphans included."""
-    conn = open_connection(resolve_uri(connect))
-    report = launcher.down(conn, lab.plan.lab, lab.state)
+    with lab_lock(lab):
+        conn = open_connection(resolve_uri(connect))
+        report = launcher.down(conn, lab.plan.lab, lab.state)
     for change in report.changes:
         out.print(f"  {change}")
     if report.changes:
@@ -257,15 +261,17 @@ def console(lab: Lab, connect: str | None, node: str, follow_log: bool, lines: i
 def reboot(lab: Lab, connect: str | None, node: str, hard: bool) -> None:
     """Reboot NODE's VM; an unfinished first boot resumes where it stopped."""
     _known(lab, node)
-    dom = domains.owned(open_connection(resolve_uri(connect)), lab.plan.lab).get(node)
-    if dom is None or not dom.isActive():
-        raise StackseedError(
-            f"node {node} is not running ({domains.state_of(dom)})", fix="start it with 'lab up'"
-        )
-    if hard:
-        dom.reset(0)
-    else:
-        dom.reboot(0)
+    with lab_lock(lab):
+        dom = domains.owned(open_connection(resolve_uri(connect)), lab.plan.lab).get(node)
+        if dom is None or not dom.isActive():
+            raise StackseedError(
+                f"node {node} is not running ({domains.state_of(dom)})",
+                fix="start it with 'lab up'",
+            )
+        if hard:
+            dom.reset(0)
+        else:
+            dom.reboot(0)
     out.print(f"{node}: {'reset' if hard else 'reboot requested (ACPI)'}")
 
 
@@ -281,8 +287,8 @@ def ssh_cmd(lab: Lab, node: str, remote: tuple[str, ...]) -> None:
 @click.command("doctor")
 @topology_options
 @connect_option
-@click.option("--images-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
-@click.option("--pool-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--images-dir", type=Target("dir"), default=None)
+@click.option("--pool-dir", type=Target("dir"), default=None)
 def doctor(lab: Lab, connect: str | None, images_dir: Path | None, pool_dir: Path | None) -> None:
     """Check libvirt, qemu, acceleration, disk, memory and the role images for this topology."""
     uri = resolve_uri(connect)
