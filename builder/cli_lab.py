@@ -67,7 +67,7 @@ def seed(lab: Lab, node: str | None, all_nodes: bool, output: Path, nested_virt:
 
 def _register_optional() -> None:
     # The launcher and verify live in other packages; the seed commands work without them.
-    for module in ("vms.commands", "builder.cli_verify", "builder.cli_logs"):
+    for module in ("vms.commands", "builder.cli_verify", "builder.cli_logs", "builder.cli_tempest"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ImportError as exc:
