@@ -66,7 +66,6 @@ class Discovered:
     storage_protocol: str = "iSCSI"
     vendor_name: str = "Open Source"
     volume_backup: bool = False  # a cinder-backup service is registered
-    image_import_methods: tuple[str, ...] = ()
 
 
 def volume_catalog_type(catalog: frozenset[str]) -> str:
@@ -128,13 +127,11 @@ def build_config(
     }
     conf["identity"] = {
         "uri_v3": auth_url(plan),
-        "auth_version": "v3",
         "region": region,
         "v3_endpoint_type": "public",
         "disable_ssl_certificate_validation": "false",
     }
     conf["identity-feature-enabled"] = {
-        "api_v2": "false",
         "api_v3": "true",
         "trust": "true",
         # The lab sets no lockout or password-history rules in keystone.
@@ -187,10 +184,6 @@ def build_config(
         "catalog_type": "image",
         "build_timeout": str(timeout),
         "build_interval": str(BUILD_INTERVAL),
-    }
-    conf["image-feature-enabled"] = {
-        "api_v2": "true",
-        "import_image": _bool("glance-direct" in found.image_import_methods),
     }
 
     conf["network"] = {

@@ -2,7 +2,7 @@
 
 The test image, the flavors and the external network are the ones the controller's day-zero
 phase makes (the names `lab verify` uses); the rest (API extensions, microversions, volume
-backends, import methods) is what the services themselves report. Missing day-zero content is
+backends) is what the services themselves report. Missing day-zero content is
 an error that says so; an optional fact that cannot be read is left to tempest's default.
 """
 
@@ -120,9 +120,6 @@ def discover(conn: Any, plan: Plan) -> Discovered:
         storage_protocol=str(first_pool.get("storage_protocol") or "iSCSI"),
         vendor_name=str(first_pool.get("vendor_name") or "Open Source"),
         volume_backup=any(b == "cinder-backup" for b, _ in cinder),
-        image_import_methods=_optional(
-            lambda: tuple(conn.image.get_import_info().import_methods.get("value", [])), ()
-        ),
     )
 
 

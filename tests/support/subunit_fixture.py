@@ -9,10 +9,12 @@ writes OUTPUT; tests/fixtures/tempest-run.subunit was made this way.
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 import tempfile
 import textwrap
+import zlib
 from pathlib import Path
 
 TESTS = textwrap.dedent(
@@ -81,6 +83,30 @@ def make_stream(stestr: Path) -> bytes:
             check=False,
         )
         return result.stdout
+
+
+STATUS = {"inprogress": 2, "success": 3, "skip": 5, "fail": 6}
+
+
+def packet(test_id: str, status: str | None, name: str | None = None, text: str = "") -> bytes:
+    """One subunit v2 packet, as python-subunit's StreamResultToBytes writes it (no timestamp,
+    tags or route code; a status, or a file's content when `name` is given)."""
+
+    def number(value: int) -> bytes:
+        return bytes([value]) if value < 64 else struct.pack(">H", value | 0x4000)
+
+    def utf8(value: str) -> bytes:
+        return number(len(value.encode())) + value.encode()
+
+    flags, body = 0x2000 | 0x0800, utf8(test_id)
+    if name is not None:
+        flags |= 0x0040
+        body += utf8(name) + number(len(text.encode())) + text.encode()
+    flags |= STATUS.get(status or "", 0)
+    length = 1 + 2 + len(body) + 4
+    length += 1 if length + 1 < 64 else 2
+    content = b"\xb3" + struct.pack(">H", flags) + number(length) + body
+    return content + struct.pack(">I", zlib.crc32(content) & 0xFFFFFFFF)
 
 
 if __name__ == "__main__":
