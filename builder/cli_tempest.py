@@ -52,7 +52,7 @@ def table(outcome: Outcome) -> Table:
             escape(row.reason),
         )
     if passed:
-        result.add_row(f"{passed} tests", MARK["pass"], "", "")
+        result.add_row(f"{passed} test{'' if passed == 1 else 's'}", MARK["pass"], "", "")
     return result
 
 
