@@ -233,7 +233,9 @@ def _run_batch(
     before = len(results.rows)
     failed_before = results.counts()["fail"]
     offset = stderr_log.stat().st_size if stderr_log.exists() else 0
-    with stderr_log.open("ab") as errors, stream.open("ab") as saved:
+    fd = os.open(stderr_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "ab") as errors, stream.open("ab") as saved:
         child = subprocess.Popen(
             command,
             cwd=root,
