@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -35,7 +36,7 @@ from builder.tempest_conf import (
     service_available,
     volume_catalog_type,
 )
-from builder.tempest_discover import backends_from_hosts, pick_alt_flavor
+from builder.tempest_discover import backends_from_hosts, discover, pick_alt_flavor
 from builder.tempest_results import (
     Results,
     StreamParser,
@@ -190,6 +191,79 @@ def test_backends_from_cinder_volume_hosts() -> None:
         "lvm",
     )
     assert backends_from_hosts(["block1"]) == ()
+
+
+def fake_conn(*, image: bool = True, extensions_fail: bool = False) -> SimpleNamespace:
+    """The slice of an openstacksdk connection discover() reads, as plain objects."""
+
+    def items(*things):
+        return lambda **query: iter(things)
+
+    def broken(**query):
+        raise RuntimeError("404")
+
+    flavors = [
+        SimpleNamespace(id=str(i), name=n, ram=r, vcpus=1, disk=d)
+        for i, n, r, d in (
+            (1, "m1.tiny", 512, 1),
+            (2, "m1.small", 2048, 20),
+            (3, "m1.large", 8192, 80),
+        )
+    ]
+    catalog = [
+        {"type": kind, "endpoints": [{"interface": "public", "region_id": "RegionOne"}]}
+        for kind in sorted(CATALOG)
+    ] + [{"type": "object-store", "endpoints": [{"interface": "public", "region_id": "Other"}]}]
+    access = SimpleNamespace(service_catalog=SimpleNamespace(catalog=catalog))
+
+    def versions(low, high):
+        data = SimpleNamespace(min_microversion=low, max_microversion=high)
+        return SimpleNamespace(get_endpoint_data=lambda: data)
+
+    return SimpleNamespace(
+        image=SimpleNamespace(
+            find_image=lambda name: SimpleNamespace(id="img-1") if image else None
+        ),
+        compute=SimpleNamespace(flavors=items(*flavors), **vars(versions((2, 1), (2, 96)))),
+        network=SimpleNamespace(
+            find_network=lambda name: SimpleNamespace(id="net-1", name=name),
+            extensions=broken if extensions_fail else items(SimpleNamespace(alias="router")),
+        ),
+        placement=versions(None, None),
+        block_storage=SimpleNamespace(
+            get_endpoint_data=lambda: SimpleNamespace(
+                min_microversion=(3, 0), max_microversion=(3, 70)
+            ),
+            services=items(
+                SimpleNamespace(binary="cinder-scheduler", host="controller"),
+                SimpleNamespace(binary="cinder-volume", host="block1@lvm"),
+            ),
+            backend_pools=items(
+                SimpleNamespace(
+                    capabilities={"storage_protocol": "iSCSI", "vendor_name": "Open Source"}
+                )
+            ),
+            extensions=broken,
+        ),
+        session=SimpleNamespace(auth=SimpleNamespace(get_access=lambda session: access)),
+    )
+
+
+def test_discover_reads_day_zero_content_and_service_facts(plan) -> None:
+    got = discover(fake_conn(), plan)
+    assert (got.image_id, got.flavor_id, got.flavor_alt_id) == ("img-1", "1", "2")
+    assert (got.public_network_id, got.public_network_name) == ("net-1", "provider")
+    assert got.catalog == CATALOG  # another region's endpoints do not count
+    assert got.microversions == {"compute": ("2.1", "2.96"), "block-storage": ("3.0", "3.70")}
+    assert got.network_extensions == ("router",)
+    assert got.volume_extensions == ()  # could not be read: tempest's default (all)
+    assert got.volume_backends == ("lvm",) and got.volume_backup is False
+    assert discover(fake_conn(extensions_fail=True), plan).network_extensions == ()
+
+
+def test_discover_names_missing_day_zero_content(plan) -> None:
+    with pytest.raises(StackseedError, match=r"day-zero content: stackseed-test\n"):
+        discover(fake_conn(image=False), plan)
 
 
 # --- workspace, commands, environment ---------------------------------------------------------
