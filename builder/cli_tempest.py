@@ -134,14 +134,18 @@ def tempest_command(
     the test image, flavors and external network day zero made, the services in the catalog,
     the API extensions and microversions. Exit 0 only when no test failed."""
     pattern = selection(regex, smoke)
+    if exclude_regex:
+        selection(exclude_regex, False)  # the same checks: no whitespace, a valid regex
     with locked(f"the tempest {TEMPEST_VERSION} cache", (tempest_root(), "STACKSEED_CACHE_DIR")):
         tempest = ensure_tempest(say=lambda text: err.print(f"[dim]{escape(text)}[/dim]"))
     if install_only:
         out.print(f"tempest {TEMPEST_VERSION}: {tempest}", soft_wrap=True)
         return
+    # Read before anything is written: a lab that is not up leaves no workspace behind.
+    conf_text, password = configure(lab, cloud_config, timeout)
     # Two runs would share the workspace (config, stestr's repository): one at a time per lab.
     with locked(f"lab {lab.plan.lab}'s tempest workspace", (workspace(lab.state), "--state-dir")):
-        conf, password = configure(lab, tempest, cloud_config, timeout)
+        conf = prepare_workspace(lab.state, tempest, conf_text)
         ids = list_tests(tempest, conf, pattern, exclude_regex)
         if not ids:
             raise StackseedError(
@@ -181,9 +185,9 @@ def tempest_command(
         raise SystemExit(EXIT_FAILED)
 
 
-def configure(lab: Lab, tempest: Path, cloud_config: Path | None, timeout: int) -> tuple[Path, str]:
-    """Reads the cloud, writes tempest.conf (0600) into the workspace: (its path, the admin
-    password, to keep out of what is shown)."""
+def configure(lab: Lab, cloud_config: Path | None, timeout: int) -> tuple[str, str]:
+    """Reads the cloud: (tempest.conf's text, the admin password, to keep out of what is
+    shown)."""
     clouds_yaml = cloud_config or lab.state.clouds_yaml
     conn, password = connect(clouds_yaml, lab.plan.lab)
     try:
@@ -199,7 +203,7 @@ def configure(lab: Lab, tempest: Path, cloud_config: Path | None, timeout: int) 
     finally:
         conn.close()
     conf = build_config(lab.plan, found, admin, workspace(lab.state), timeout=timeout)
-    return prepare_workspace(lab.state, tempest, render(conf)), password
+    return render(conf), password
 
 
 def notes(outcome: Outcome, saved: Path) -> list[str]:

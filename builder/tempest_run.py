@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder.errors import StackseedError
+from builder.errors import StackseedError, UsageError
 from builder.fsutil import private_dir, write_private
 from builder.state import LabState
 from builder.tempest_results import Results, StreamParser, TestRow, redact, short_id
@@ -45,11 +45,14 @@ def selection(regex: str, smoke: bool) -> str:
     """One stestr regex for 'matches `regex` and is smoke-tagged' (tempest's own --smoke and
     --regex exclude each other, and stestr ORs several filters)."""
     if any(ch.isspace() for ch in regex):
-        raise StackseedError(
+        raise UsageError(
             f"the regex {regex!r} has whitespace (tempest splits its --regex on it)",
             fix=r"write \s for a space",
         )
-    re.compile(regex)
+    try:
+        re.compile(regex)
+    except re.error as exc:
+        raise UsageError(f"--regex {regex!r} is not a regular expression ({exc})") from None
     return f"^(?=.*(?:{regex})){SMOKE}" if smoke else regex
 
 

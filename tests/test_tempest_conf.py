@@ -22,7 +22,8 @@ from click.testing import CliRunner
 from support.subunit_fixture import IDS, make_stream, packet
 
 from builder import cli_tempest, tempest_install, tempest_run
-from builder.errors import StackseedError
+from builder.cli_common import invoke
+from builder.errors import StackseedError, UsageError
 from builder.loader import load
 from builder.paths import DEFAULT_TOPOLOGY
 from builder.plan import make_plan
@@ -372,8 +373,21 @@ def test_selection_combines_regex_and_smoke() -> None:
     compute = re.compile(tempest_run.selection("compute", True))
     assert compute.search(SMOKE_ID) and not compute.search(SMOKE_ID.replace("compute", "image"))
     assert not re.compile(tempest_run.selection("test_list", True)).search(PLAIN_ID)
-    with pytest.raises(StackseedError, match="whitespace"):
+    with pytest.raises(UsageError, match="whitespace"):
         tempest_run.selection("a b", True)
+    with pytest.raises(UsageError, match="not a regular expression"):
+        tempest_run.selection("(", True)
+
+
+def test_no_lab_no_workspace(tmp_path: Path, monkeypatch) -> None:
+    """Without the lab's clouds.yaml the command stops before writing anything in the state."""
+    monkeypatch.setenv("STACKSEED_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(cli_tempest, "ensure_tempest", lambda say: tmp_path / "tempest")
+    state = tmp_path / "state"
+    args = ["--state-dir", str(state), "-t", str(DEFAULT_TOPOLOGY), "--list"]
+    assert invoke(cli_tempest.tempest_command, args) == 4
+    assert not (state / "stackseed" / "tempest").exists()
+    assert invoke(cli_tempest.tempest_command, [*args, "--regex", "a b"]) == 2
 
 
 def test_listing_keeps_only_test_ids() -> None:
