@@ -27,8 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import write_section
-from builder.build import Options, plan
-from builder.images import image_dir
+from builder.images.build import Options, plan
+from builder.images.contract import image_dir
 from builder.paths import cache_root
 
 ROLES = ("block", "compute", "controller")
@@ -42,7 +42,7 @@ def fetched(row: dict) -> int:
 
 def build_images(*args: str, cache: Path) -> tuple[float, subprocess.CompletedProcess]:
     env = {**os.environ, "STACKSEED_CACHE_DIR": str(cache)}
-    code = "import sys; from builder.cli_build import main; sys.exit(main())"
+    code = "import sys; from builder.cli.build import main; sys.exit(main())"
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=False

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import write_section
 from builder.errors import StackseedError
-from builder.images import find_image
+from builder.images.contract import find_image
 from builder.loader import parse
 from builder.plan import make_plan
 from builder.seed import write_all_seeds

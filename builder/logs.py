@@ -1,6 +1,6 @@
 """`lab logs`: what to collect on a node, the redaction of secrets, and the archive.
 
-Pure apart from the archive file: the CLI (builder/cli_logs.py) runs `collect_command()` on each
+Pure apart from the archive file: the CLI (builder/cli/logs.py) runs `collect_command()` on each
 node over the lab's ssh and hands the tar stream it prints to `Archive.add_tar`, which redacts
 every member (content and name) before a byte of it is written. The remote commands carry no
 secret; the values to redact never leave the host.

@@ -24,7 +24,7 @@ def run_lab(*args: str, state_dir: Path, cwd: Path | None = None) -> subprocess.
     env = {k: v for k, v in os.environ.items() if not k.startswith("STACKSEED_")}
     env["STACKSEED_STATE_DIR"] = str(state_dir)
     return subprocess.run(
-        [sys.executable, "-c", "from builder.cli_lab import main; main()", *args],
+        [sys.executable, "-c", "from builder.cli.lab import main; main()", *args],
         capture_output=True,
         text=True,
         env=env,

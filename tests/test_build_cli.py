@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from test_images import write_image_dir
 
-from builder import build
 from builder.errors import EXIT_FAILED, EXIT_PREREQ, PrerequisiteError
+from builder.images import build
 from builder.paths import ELEMENTS
 from builder.prereqs import check_build, has_device_mapper
 from builder.roles import ROLES
 
 ALL = tuple(sorted(ROLES))
-CLI = "import sys; from builder.cli_build import main; sys.exit(main())"
+CLI = "import sys; from builder.cli.build import main; sys.exit(main())"
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from builder.fsutil import write_private
-from builder.images import ImageInfo, find_image
+from builder.images.contract import ImageInfo, find_image
 from builder.paths import cache_root, state_root
 
 pytestmark = pytest.mark.slow
@@ -82,7 +82,7 @@ CANARY = "LABEL=cloudimg-rootfs / ext4"
 
 
 def cli(*args: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    code = "import sys; from builder.cli_build import main; sys.exit(main())"
+    code = "import sys; from builder.cli.build import main; sys.exit(main())"
     return subprocess.run(
         [*prefix, sys.executable, "-c", code, *args],
         capture_output=True,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.build_key import closure, content_key, packages
 from builder.errors import StackseedError
+from builder.images.key import closure, content_key, packages
 from builder.paths import ELEMENTS
 from builder.roles import ROLES
 

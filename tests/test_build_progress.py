@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from builder.build_progress import PhaseTracker, fetched_bytes, parse_phase, relevant_lines
+from builder.images.progress import PhaseTracker, fetched_bytes, parse_phase, relevant_lines
 
 LOG = """\
 2026-11-25 01:05:58.438 | dib-run-parts Running /tmp/dib_build.X/hooks/root.d/75-debian-base

@@ -25,9 +25,9 @@ from conftest import DEFAULT, REPO
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from builder.cli_build import command as build_command
-from builder.cli_common import invoke
-from builder.cli_lab import lab
+from builder.cli.build import command as build_command
+from builder.cli.common import invoke
+from builder.cli.lab import lab
 from builder.errors import EXIT_FAILED, EXIT_INVALID, EXIT_USAGE
 
 # A bad path must never be read or written: if one were (reading /dev/full never ends), the
@@ -60,8 +60,8 @@ def run_cli(
 ) -> subprocess.CompletedProcess:
     """`lab` or `build-images` in a child process, memory-capped, with no STACKSEED_ variable."""
     code = {
-        "lab": "from builder.cli_lab import main; main()",
-        "build-images": "import sys; from builder.cli_build import main; sys.exit(main())",
+        "lab": "from builder.cli.lab import main; main()",
+        "build-images": "import sys; from builder.cli.build import main; sys.exit(main())",
     }[entry]
     environ = {k: v for k, v in os.environ.items() if not k.startswith("STACKSEED_")}
     environ["PYTHONPATH"] = str(REPO)
@@ -80,7 +80,7 @@ def run_cli(
 def run_here(
     command: click.Command, prog: str, args: list[str], env: dict[str, str]
 ) -> tuple[int, str]:
-    """The same edge (cli_common.invoke) in this process: faster, for the property test."""
+    """The same edge (builder.cli.common.invoke) in this process: faster, for the property test."""
     out, err = io.StringIO(), io.StringIO()
     with (
         pytest.MonkeyPatch.context() as mp,

@@ -50,7 +50,7 @@ def _env(state: Path) -> dict[str, str]:
 def _cli(
     entry: str, *args: str, state: Path, timeout: float, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    module = {"lab": "builder.cli_lab", "build-images": "builder.cli_build"}[entry]
+    module = {"lab": "builder.cli.lab", "build-images": "builder.cli.build"}[entry]
     argv = [sys.executable, "-c", f"from {module} import main; main()", *args]
     return subprocess.run(
         argv,

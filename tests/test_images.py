@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import PrerequisiteError, StackseedError
-from builder.images import find_image, image_dir, load_image_info, verify
+from builder.images.contract import find_image, image_dir, load_image_info, verify
 
 KEY = "ab" * 32
 

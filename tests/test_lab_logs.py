@@ -228,7 +228,7 @@ def _lab_in(cwd: Path, *args: str, state_dir: Path) -> subprocess.CompletedProce
     """The real `lab` of this checkout, run from another directory (where the archive goes)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STACKSEED_")}
     env |= {"STACKSEED_STATE_DIR": str(state_dir), "PYTHONPATH": str(REPO)}
-    argv = [sys.executable, "-c", "from builder.cli_lab import main; main()", *args]
+    argv = [sys.executable, "-c", "from builder.cli.lab import main; main()", *args]
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False)
 
 
@@ -267,7 +267,7 @@ def test_cli_with_unreachable_nodes_writes_the_archive_with_notes(
 ) -> None:
     from click.testing import CliRunner
 
-    from builder.cli_lab import lab
+    from builder.cli.lab import lab
     from vms import ssh
 
     state = _fake_key(tmp_path / "state")
@@ -314,7 +314,7 @@ def test_cli_with_unreachable_nodes_writes_the_archive_with_notes(
 def test_follow_redacts_each_line_and_names_a_missing_service(tmp_path, secrets, monkeypatch):
     from click.testing import CliRunner
 
-    from builder.cli_lab import lab
+    from builder.cli.lab import lab
     from vms import ssh
 
     _fake_key(tmp_path / "state")
@@ -354,7 +354,7 @@ def test_live_lab_logs_hold_every_firstboot_log_and_no_secret(tmp_path) -> None:
         pytest.skip(f"no lab up with its state in {state}")
     env = {k: v for k, v in os.environ.items() if k != "STACKSEED_STATE_DIR"}
     target = tmp_path / "logs.tar.gz"
-    argv = [sys.executable, "-c", "from builder.cli_lab import main; main()", "logs"]
+    argv = [sys.executable, "-c", "from builder.cli.lab import main; main()", "logs"]
     done = subprocess.run(
         [*argv, "-t", str(DEFAULT), "--state-dir", str(state), "-o", str(target)],
         cwd=REPO,

@@ -21,8 +21,8 @@ from builder import lock
 from builder.errors import EXIT_TIMEOUT, UsageError
 
 HOLD = TESTS / "support" / "hold_lock.py"
-LAB = "from builder.cli_lab import main; main()"
-BUILD = "import sys; from builder.cli_build import main; sys.exit(main())"
+LAB = "from builder.cli.lab import main; main()"
+BUILD = "import sys; from builder.cli.build import main; sys.exit(main())"
 URI = ["--connect", "test:///default"]
 
 

@@ -21,14 +21,16 @@ import pytest
 from click.testing import CliRunner
 from support.subunit_fixture import IDS, make_stream, packet
 
-from builder import cli_tempest, tempest_install, tempest_run
-from builder.cli_common import invoke
+from builder.cli import tempest as cli_tempest
+from builder.cli.common import invoke
 from builder.errors import StackseedError, UsageError
 from builder.loader import load
 from builder.paths import DEFAULT_TOPOLOGY
 from builder.plan import make_plan
 from builder.state import LabState
-from builder.tempest_conf import (
+from builder.tempest import install as tempest_install
+from builder.tempest import run as tempest_run
+from builder.tempest.conf import (
     NOT_RUN,
     AdminCredentials,
     Discovered,
@@ -37,8 +39,8 @@ from builder.tempest_conf import (
     service_available,
     volume_catalog_type,
 )
-from builder.tempest_discover import backends_from_hosts, discover, pick_alt_flavor
-from builder.tempest_results import (
+from builder.tempest.discover import backends_from_hosts, discover, pick_alt_flavor
+from builder.tempest.results import (
     Results,
     StreamParser,
     exception_text,

@@ -14,7 +14,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from builder import cli_verify, verify
+from builder import verify
+from builder.cli import verify as cli_verify
 from builder.loader import load
 from builder.paths import DEFAULT_TOPOLOGY
 from builder.plan import make_plan

@@ -19,7 +19,7 @@ URI = "test:///default"
 
 @pytest.fixture
 def cli(tmp_path: Path):
-    from builder.cli_lab import lab
+    from builder.cli.lab import lab
 
     # test:///default lives as long as one connection to it is open: hold one for the test.
     held = libvirt.open(URI)
@@ -57,8 +57,8 @@ def test_up_status_down_round_trip(cli):
 
 
 def test_missing_image_fails_before_anything_is_made(cli, tmp_path, monkeypatch):
-    from builder.cli_common import run as run_cli
-    from builder.cli_lab import lab
+    from builder.cli.common import run as run_cli
+    from builder.cli.lab import lab
 
     _run, conn = cli
     before = (len(conn.listAllDomains()), len(conn.listAllNetworks()))

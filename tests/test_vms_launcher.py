@@ -17,7 +17,7 @@ import pytest
 libvirt = pytest.importorskip("libvirt")
 
 from builder.errors import StackseedError  # noqa: E402
-from builder.images import find_image  # noqa: E402
+from builder.images.contract import find_image  # noqa: E402
 from builder.loader import load, parse  # noqa: E402
 from builder.plan import make_plan  # noqa: E402
 from builder.state import LabState  # noqa: E402

@@ -21,7 +21,7 @@ libvirt = pytest.importorskip("libvirt")
 
 
 from builder.errors import StackseedError  # noqa: E402
-from builder.images import find_image  # noqa: E402
+from builder.images.contract import find_image  # noqa: E402
 from builder.loader import parse  # noqa: E402
 from builder.plan import make_plan  # noqa: E402
 from builder.seed import write_all_seeds  # noqa: E402

@@ -15,9 +15,9 @@ import libvirt
 from rich.live import Live
 from rich.table import Table
 
-from builder.cli_common import Lab, Target, err, lab_lock, out, topology_options
+from builder.cli.common import Lab, Target, err, lab_lock, out, topology_options
 from builder.errors import PrerequisiteError, StackseedError
-from builder.images import find_image
+from builder.images.contract import find_image
 from builder.seed import write_all_seeds
 from vms import doctor as doctor_mod
 from vms import domains, launcher, ssh, watch

@@ -10,8 +10,8 @@ from pathlib import Path
 import libvirt
 
 from builder.errors import StackseedError
-from builder.images import ImageInfo, find_image
-from builder.images import verify as verify_image
+from builder.images.contract import ImageInfo, find_image
+from builder.images.contract import verify as verify_image
 from builder.plan import Plan
 from builder.sizes import format_size
 from vms import accel

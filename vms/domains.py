@@ -7,7 +7,7 @@ from pathlib import Path
 
 import libvirt
 
-from builder.images import ImageInfo
+from builder.images.contract import ImageInfo
 from builder.plan import Plan, PlannedNode
 from vms.accel import Accel
 from vms.naming import libvirt_name, object_uuid, owned_suffix

@@ -17,7 +17,7 @@ from pathlib import Path
 import libvirt
 
 from builder.errors import StackseedError
-from builder.images import ImageInfo
+from builder.images.contract import ImageInfo
 from builder.plan import Plan, PlannedNode
 from builder.state import LabState
 from vms import domains, networks, storage

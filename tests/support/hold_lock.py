@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from builder import build, cli_lab
-from builder.cli_build import command as build_command
-from builder.cli_common import invoke
+from builder.cli import lab as cli_lab
+from builder.cli.build import command as build_command
+from builder.cli.common import invoke
+from builder.images import build
 
 
 def _pause() -> None:

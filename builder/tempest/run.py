@@ -23,7 +23,7 @@ from pathlib import Path
 from builder.errors import StackseedError, UsageError
 from builder.fsutil import private_dir, write_private
 from builder.state import LabState
-from builder.tempest_results import Results, StreamParser, TestRow, redact, short_id
+from builder.tempest.results import Results, StreamParser, TestRow, redact, short_id
 
 DEFAULT_REGEX = r"^tempest\.api\."
 # tempest's ids carry their attributes: '...test_get_flavor[id-1f12...,smoke]'

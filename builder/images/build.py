@@ -10,11 +10,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from builder import build_debcache, build_dib, prereqs
-from builder.build_key import content_key, dib_version
-from builder.build_progress import ProgressView, relevant_lines
+from builder import prereqs
 from builder.errors import PrerequisiteError, StackseedError
-from builder.images import IMAGE_JSON, ImageInfo, image_dir, load_image_info
+from builder.images import debcache, dib
+from builder.images.contract import IMAGE_JSON, ImageInfo, image_dir, load_image_info
+from builder.images.key import content_key, dib_version
+from builder.images.progress import ProgressView, relevant_lines
 from builder.paths import ELEMENTS, cache_root
 from builder.roles import ROLES
 
@@ -28,8 +29,8 @@ class Options:
     force: bool = False
     offline: bool = False
     fmt: str = "rootfs"
-    mirror: str = build_dib.DEBIAN_MIRROR
-    security_mirror: str = build_dib.SECURITY_MIRROR
+    mirror: str = dib.DEBIAN_MIRROR
+    security_mirror: str = dib.SECURITY_MIRROR
     elements_dir: Path = ELEMENTS
 
     @property
@@ -123,7 +124,7 @@ def _check_offline(options: Options) -> None:
 def build_one(step: Step, options: Options, console: Console, env: dict[str, str]) -> Outcome:
     staging = step.directory.parent / f".staging-{step.role}"
     shutil.rmtree(staging, ignore_errors=True)
-    dib = build_dib.DibRun(
+    job = dib.DibRun(
         role=step.role,
         element=step.element,
         release=options.release,
@@ -140,16 +141,16 @@ def build_one(step: Step, options: Options, console: Console, env: dict[str, str
     options.deb_cache.mkdir(parents=True, exist_ok=True)
     options.dib_cache.mkdir(parents=True, exist_ok=True)
     if options.offline:
-        count = build_debcache.write_index(options.deb_cache, env)
+        count = debcache.write_index(options.deb_cache, env)
         console.print(f"[dim]offline: {count} cached packages indexed in {options.deb_cache}")
-    before = build_debcache.deb_bytes(options.deb_cache)
+    before = debcache.deb_bytes(options.deb_cache)
     base_cached = _base_tarball(options).is_file()
     console.print(f"[bold]{step.role}[/]: building ({step.reason}); log: {log}")
-    console.print(f"[dim]$ {' '.join(dib.command())}")
+    console.print(f"[dim]$ {' '.join(job.command())}")
     started = time.monotonic()
     view = ProgressView(console, step.role)
     with view:
-        status = build_dib.run(dib, log, view.feed, env)
+        status = dib.run(job, log, view.feed, env)
         if status != 0:
             view.fail()
     seconds = time.monotonic() - started
@@ -163,7 +164,7 @@ def build_one(step: Step, options: Options, console: Console, env: dict[str, str
             fix=f"read the full log, fix the cause, then rerun build-images --role {step.role}",
             log=str(log),
         )
-    downloaded = build_debcache.deb_bytes(options.deb_cache) - before
+    downloaded = debcache.deb_bytes(options.deb_cache) - before
     stats: dict[str, object] = {
         "seconds": round(seconds, 1),
         "downloaded_debs_bytes": downloaded,
@@ -175,7 +176,7 @@ def build_one(step: Step, options: Options, console: Console, env: dict[str, str
         "base_cached": base_cached,
         "phases": {k: round(v, 1) for k, v in view.tracker.finished.items()},
     }
-    info = build_dib.publish(dib, step.directory, step.key, dib_version(), stats)
+    info = dib.publish(job, step.directory, step.key, dib_version(), stats)
     return Outcome(step.role, True, info, seconds, downloaded, log, stats)
 
 
@@ -205,7 +206,7 @@ def build(options: Options, console: Console, env: dict[str, str] | None = None)
 
 def check(options: Options, console: Console) -> list[str]:
     """Verify built images against their sha256; returns 'role: file' for every mismatch."""
-    from builder.images import verify
+    from builder.images.contract import verify
 
     bad = []
     for role in options.roles:

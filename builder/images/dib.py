@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from builder.build_key import FORMAT_ELEMENTS
 from builder.errors import StackseedError
 from builder.fsutil import owner_kept
-from builder.images import IMAGE_JSON, ImageInfo, file_sha256, load_image_info
+from builder.images.contract import IMAGE_JSON, ImageInfo, file_sha256, load_image_info
+from builder.images.key import FORMAT_ELEMENTS
 
 ROOT_LABEL = "cloudimg-rootfs"
 CMDLINE = f"root=LABEL={ROOT_LABEL} ro console=ttyS0"

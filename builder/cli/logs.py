@@ -14,7 +14,7 @@ from typing import IO
 import click
 from rich.markup import escape
 
-from builder.cli_common import Lab, err, out, topology_options
+from builder.cli.common import Lab, err, out, topology_options
 from builder.errors import StackseedError, UsageError
 from builder.logs import (
     NO_SUCH_SERVICE,

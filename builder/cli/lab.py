@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from builder.cli_common import Lab, Target, err, lab_lock, out, run, topology_options
+from builder.cli.common import Lab, Target, err, lab_lock, out, run, topology_options
 from builder.errors import StackseedError
 from builder.fsutil import copy_private, write_private
 from builder.pathcheck import check_target
@@ -67,7 +67,7 @@ def seed(lab: Lab, node: str | None, all_nodes: bool, output: Path, nested_virt:
 
 def _register_optional() -> None:
     # The launcher and verify live in other packages; the seed commands work without them.
-    for module in ("vms.commands", "builder.cli_verify", "builder.cli_logs", "builder.cli_tempest"):
+    for module in ("vms.commands", "builder.cli.verify", "builder.cli.logs", "builder.cli.tempest"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ImportError as exc:

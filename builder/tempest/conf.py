@@ -1,7 +1,7 @@
 """tempest.conf from the plan and what the lab's cloud says it has: pure, no network.
 
 Everything a test needs to find (the test image, the flavors, the external network, the API
-extensions and microversions) comes from `Discovered`, which tempest_discover fills in from the
+extensions and microversions) comes from `Discovered`, which discover.py fills in from the
 running cloud; everything about the lab's shape (region, how many computes, where keystone is)
 comes from the plan. Features a TCG lab built by stackseed lacks are switched off here, each
 with its reason, so their tests are skipped, not failed.
@@ -50,7 +50,7 @@ class AdminCredentials:
 
 @dataclass(frozen=True)
 class Discovered:
-    """What the running cloud says it has (filled in by tempest_discover)."""
+    """What the running cloud says it has (filled in by discover.py)."""
 
     image_id: str
     flavor_id: str

@@ -11,10 +11,10 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from builder import build
-from builder.cli_common import Target, invoke, locked
+from builder.cli.common import Target, invoke, locked
 from builder.errors import StackseedError
-from builder.images import RELEASES
+from builder.images import build
+from builder.images.contract import RELEASES
 from builder.paths import ELEMENTS
 from builder.roles import ROLES
 
@@ -65,12 +65,10 @@ def _cache_lock(options: build.Options) -> Iterator[None]:
     "disk: whole-disk bootable image for bare metal (needs device-mapper).",
 )
 @click.option("--check", "check_only", is_flag=True, help="Verify built images against sha256.")
-@click.option(
-    "--mirror", default=build.build_dib.DEBIAN_MIRROR, show_default=True, help="Debian mirror."
-)
+@click.option("--mirror", default=build.dib.DEBIAN_MIRROR, show_default=True, help="Debian mirror.")
 @click.option(
     "--security-mirror",
-    default=build.build_dib.SECURITY_MIRROR,
+    default=build.dib.SECURITY_MIRROR,
     show_default=True,
     help="Debian security mirror.",
 )

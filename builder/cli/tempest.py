@@ -8,14 +8,14 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from builder.cli_common import Lab, err, locked, out, topology_options
+from builder.cli.common import Lab, err, locked, out, topology_options
 from builder.errors import EXIT_FAILED, StackseedError
 from builder.fsutil import write_private
-from builder.tempest_conf import BUILD_TIMEOUT, build_config, render
-from builder.tempest_discover import admin_credentials, discover
-from builder.tempest_install import TEMPEST_VERSION, ensure_tempest, tempest_root
-from builder.tempest_results import TestRow, short_id, summary_line, to_json
-from builder.tempest_run import (
+from builder.tempest.conf import BUILD_TIMEOUT, build_config, render
+from builder.tempest.discover import admin_credentials, discover
+from builder.tempest.install import TEMPEST_VERSION, ensure_tempest, tempest_root
+from builder.tempest.results import TestRow, short_id, summary_line, to_json
+from builder.tempest.run import (
     DEFAULT_REGEX,
     Outcome,
     list_tests,

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from builder.errors import StackseedError
 from builder.plan import Plan
-from builder.tempest_conf import AdminCredentials, Discovered
+from builder.tempest.conf import AdminCredentials, Discovered
 from builder.verify import PROVIDER_NET, TEST_FLAVOR, TEST_IMAGE
 
 T = TypeVar("T")

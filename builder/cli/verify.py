@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from builder.cli_common import Lab, err, out, topology_options
+from builder.cli.common import Lab, err, out, topology_options
 from builder.errors import EXIT_FAILED
 from builder.verify import Row, all_ok, to_json, verify
 

@@ -1,0 +1,2 @@
+"""Role images: the contract every reader goes through, and build-images' content key, .deb cache,
+diskimage-builder run and progress view."""
