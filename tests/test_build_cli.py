@@ -15,8 +15,8 @@ from test_images import write_image_dir
 
 from builder.errors import EXIT_FAILED, EXIT_PREREQ, PrerequisiteError
 from builder.images import build
+from builder.images.prereqs import check_build, has_device_mapper
 from builder.paths import ELEMENTS
-from builder.prereqs import check_build, has_device_mapper
 from builder.roles import ROLES
 
 ALL = tuple(sorted(ROLES))

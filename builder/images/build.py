@@ -10,9 +10,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from builder import prereqs
 from builder.errors import PrerequisiteError, StackseedError
-from builder.images import debcache, dib
+from builder.images import debcache, dib, prereqs
 from builder.images.contract import IMAGE_JSON, ImageInfo, image_dir, load_image_info
 from builder.images.key import content_key, dib_version
 from builder.images.progress import ProgressView, relevant_lines
