@@ -51,3 +51,8 @@ class LabState:
 
     def console_log(self, node: str) -> Path:
         return self.root / "console" / f"{node}.log"
+
+    @property
+    def last_verify(self) -> Path:
+        """`lab verify`'s last verdict (time and ok); what a snapshot records as `verified`."""
+        return self.root / "last-verify.json"

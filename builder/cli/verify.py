@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import time
+from contextlib import suppress
 from pathlib import Path
 
 import click
@@ -9,6 +12,7 @@ from rich.table import Table
 
 from builder.cli.common import Lab, err, out, topology_options
 from builder.errors import EXIT_FAILED
+from builder.fsutil import write_private
 from builder.verify import Row, all_ok, to_json, verify
 
 
@@ -51,6 +55,11 @@ def verify_command(
     """Prove the lab is a working cloud: services, agents, Horizon, a server and a volume."""
     clouds_yaml = cloud_config or lab.state.clouds_yaml
     rows = verify(lab.plan, clouds_yaml, deep=deep, timeout=timeout)
+    record = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "ok": all_ok(rows)}
+    # `lab snapshot` reads it; it never makes a state directory nor fails verify.
+    with suppress(OSError):
+        if lab.state.root.is_dir():
+            write_private(lab.state.last_verify, (json.dumps(record) + "\n").encode())
     if as_json:
         click.echo(to_json(rows))
     else:
