@@ -85,13 +85,12 @@ def popen(
     tty: bool = False,
     stdout: int = subprocess.PIPE,
     stderr: int | IO[bytes] | None = None,
+    stdin: int = subprocess.DEVNULL,
 ) -> subprocess.Popen[bytes]:
-    """ssh running `remote` on NODE with its output as a byte pipe (stdin is /dev/null).
-    tty: a remote terminal, so the remote command ends with the connection (tail -f)."""
+    """ssh running `remote` on NODE with its output as a byte pipe (stdin: /dev/null unless
+    asked). tty: a remote terminal, so the remote command ends with the connection (tail -f)."""
     argv = command(plan, state, node, remote)
     if tty:
         argv.insert(1, "-tt")
     log.debug("%s", shlex.join(argv))
-    return subprocess.Popen(
-        argv, env=_env(), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr
-    )
+    return subprocess.Popen(argv, env=_env(), stdin=stdin, stdout=stdout, stderr=stderr)

@@ -71,3 +71,54 @@ def domain_sources(xml: str) -> list[str]:
 def domain_macs(xml: str) -> list[str]:
     root = ET.fromstring(xml)
     return [m.get("address", "") for m in root.findall("devices/interface/mac")]
+
+
+def writable_disks(xml: str) -> list[tuple[str, str]]:
+    """(target dev, file) of a domain's disks the guest writes: the root overlay and extra disks,
+    not the read-only seed CD."""
+    root = ET.fromstring(xml)
+    found = []
+    for disk in root.findall("devices/disk"):
+        source, target = disk.find("source"), disk.find("target")
+        if disk.get("device", "disk") != "disk" or disk.find("readonly") is not None:
+            continue
+        if source is not None and source.get("file") and target is not None:
+            found.append((target.get("dev", ""), source.get("file", "")))
+    return found
+
+
+def domain_files(xml: str) -> dict[str, str]:
+    """Path by file name of everything a domain boots from: kernel, initrd, every disk."""
+    root = ET.fromstring(xml)
+    found = [e.text for e in (root.find("os/kernel"), root.find("os/initrd")) if e is not None]
+    found += domain_sources(xml)
+    return {Path(path).name: path for path in found if path}
+
+
+def retarget(xml: str, paths: dict[str, str], console_log: str | None = None) -> str:
+    """A saved domain's XML with every file it boots from and writes (kernel, initrd, disks)
+    moved to `paths[file name]` (KeyError naming a file `paths` lacks), its console log at
+    `console_log` (default: where it was) appended to, so a restore does not empty it, and the
+    network ports of the lab it was saved from forgotten."""
+    ET.register_namespace("stackseed", METADATA_NS)
+    root = ET.fromstring(xml)
+
+    def moved(path: str) -> str:
+        name = Path(path).name
+        if name not in paths:
+            raise KeyError(name)
+        return paths[name]
+
+    for element in (root.find("os/kernel"), root.find("os/initrd")):
+        if element is not None and element.text:
+            element.text = moved(element.text)
+    for source in root.findall("devices/disk/source"):
+        if source.get("file"):
+            source.set("file", moved(source.get("file", "")))
+    for log in [*root.findall("devices/serial/log"), *root.findall("devices/console/log")]:
+        if console_log is not None:
+            log.set("file", console_log)
+        log.set("append", "on")
+    for source in root.findall("devices/interface/source"):
+        source.attrib.pop("portid", None)
+    return ET.tostring(root, encoding="unicode")
