@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.table import Table
 
 from builder.cli.common import Lab, Target, err, lab_lock, out, topology_options
-from builder.errors import PrerequisiteError, StackseedError
+from builder.errors import PrerequisiteError, StackseedError, UsageError
 from builder.images.contract import find_image
 from builder.seed import write_all_seeds
 from vms import doctor as doctor_mod
@@ -85,6 +85,14 @@ def _accel(conn: libvirt.virConnect, uri: str, requested: str) -> Accel:
     default=None,
     help="Directory of the lab's storage pool [default: /var/lib/libvirt/images/stackseed-LAB].",
 )
+@click.option(
+    "--from",
+    "from_snapshot",
+    metavar="NAME",
+    default=None,
+    help="Make the whole lab from snapshot NAME ('lab snapshots'), memory state included, and "
+    "wait (--timeout) until every node and the cloud answer.",
+)
 def up(
     lab: Lab,
     connect: str | None,
@@ -96,8 +104,12 @@ def up(
     only: tuple[str, ...],
     images_dir: Path | None,
     pool_dir: Path | None,
+    from_snapshot: str | None,
 ) -> None:
     """Create (or converge) the lab's networks, disks and VMs, and start them."""
+    if from_snapshot is not None:
+        _up_from(lab, connect, from_snapshot, accel, only, images_dir, pool_dir, nat, timeout)
+        return
     plan = lab.plan
     hold = _held(lab, only)
     uri = resolve_uri(connect)
@@ -136,6 +148,30 @@ def up(
         out.print(f"left off: {', '.join(sorted(hold))} ('lab up' starts them)")
     if wait:
         _wait(conn, lab, until, timeout, [n.name for n in plan.nodes if n.name not in hold])
+
+
+def _up_from(
+    lab: Lab,
+    connect: str | None,
+    name: str,
+    accel: str,
+    only: tuple[str, ...],
+    images_dir: Path | None,
+    pool_dir: Path | None,
+    nat: bool,
+    timeout: float,
+) -> None:
+    # The snapshot decides the acceleration and runs every node: its memory needs them.
+    if only or accel != "auto":
+        raise UsageError(
+            "--from restores every node as the snapshot ran it: no --only, no --accel",
+            fix=f"'lab up --from {name}' alone",
+        )
+    from builder.cli.snapshot import restore_lab  # it imports this module
+
+    restore_lab(
+        lab, connect, name, images_dir=images_dir, pool_dir=pool_dir, nat=nat, timeout=timeout
+    )
 
 
 def _held(lab: Lab, only: tuple[str, ...]) -> frozenset[str]:
@@ -197,6 +233,7 @@ def down(lab: Lab, connect: str | None) -> None:
     with lab_lock(lab):
         conn = open_connection(resolve_uri(connect))
         report = launcher.down(conn, lab.plan.lab, lab.state)
+        lab.state.last_verify.unlink(missing_ok=True)  # it spoke of the lab that was
     for change in report.changes:
         out.print(f"  {change}")
     if report.changes:

@@ -67,7 +67,13 @@ def seed(lab: Lab, node: str | None, all_nodes: bool, output: Path, nested_virt:
 
 def _register_optional() -> None:
     # The launcher and verify live in other packages; the seed commands work without them.
-    for module in ("vms.commands", "builder.cli.verify", "builder.cli.logs", "builder.cli.tempest"):
+    for module in (
+        "vms.commands",
+        "builder.cli.verify",
+        "builder.cli.logs",
+        "builder.cli.tempest",
+        "builder.cli.snapshot",
+    ):
         try:
             mod = __import__(module, fromlist=["register"])
         except ImportError as exc:
