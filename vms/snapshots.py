@@ -63,6 +63,18 @@ def lab_domains(conn: libvirt.virConnect, plan: Plan) -> dict[str, libvirt.virDo
     return {name: owned[name] for name in _names(plan)}
 
 
+def space_needed(doms: dict[str, libvirt.virDomain]) -> int:
+    """At most what a snapshot takes: each node's whole memory (only what the guest has
+    touched is written) and what its writable disks hold."""
+    total = 0
+    for dom in doms.values():
+        total += dom.maxMemory() * 1024
+        for _target, source in writable_disks(dom.XMLDesc(0)):
+            with suppress(OSError):
+                total += os.stat(source).st_blocks * 512
+    return total
+
+
 @dataclass
 class Capture:
     """What `frozen` saved: memory files and disk copies, by node, inside `directory` (the

@@ -16,9 +16,9 @@ import libvirt
 from rich.markup import escape
 from rich.table import Table
 
-from builder.cli.common import Lab, Target, lab_lock, out, topology_options
+from builder.cli.common import Lab, Target, err, lab_lock, out, topology_options
 from builder.errors import PrerequisiteError, StackseedError, UsageError
-from builder.fsutil import write_private
+from builder.fsutil import private_dir, write_private
 from builder.images.contract import ImageInfo, find_image
 from builder.resume import duration, step_clocks, wait_cloud
 from builder.seed import write_all_seeds
@@ -32,6 +32,7 @@ from builder.snapshot_manifest import (
     disk_usage,
     file_entry,
     human,
+    lab_root,
     last_verify,
     missing_files,
     names,
@@ -143,6 +144,7 @@ def snapshot(
         _as_made(lab, records, images, seeds, accel)
         assert seeds is not None
         sweep_temps(plan.lab)
+        _space(plan.lab, vsnap.space_needed(doms))
         work = temp_dir(plan.lab, name)
         work.mkdir(mode=0o700)
         verified, verified_at = last_verify(state)
@@ -213,6 +215,18 @@ def _as_made(
             f"lab {lab.plan.lab} is not what 'lab up' would make now, so a snapshot of it could "
             "not be restored:\n  " + "\n  ".join(problems),
             fix="put back what changed, or 'lab down' and 'lab up --wait' the lab anew first",
+        )
+
+
+def _space(lab: str, needed: int) -> None:
+    root = private_dir(lab_root(lab))
+    free = shutil.disk_usage(root).free
+    if free < needed:
+        err.print(
+            f"[yellow]warning:[/yellow] the snapshot may take up to {human(needed)} (every "
+            f"node's memory and disks); {human(free)} free in {escape(str(root))}. A save that "
+            "runs out of room fails whole and the lab resumes.",
+            soft_wrap=True,
         )
 
 
