@@ -503,6 +503,7 @@ def test_snapshot_down_up_from_and_delete_leave_only_what_they_should(lab_cli):
     for name in ("stackseed-controller", "stackseed-block1"):
         assert lab_domains[name].isActive() and lab_domains[name].isPersistent()
 
+    assert "nothing changed" in run("up"), "the restored lab is the lab 'lab up' makes"
     run("restore")  # the running lab, back to the newest snapshot: the same again
     run("down")
     assert _inventory(conn) == before

@@ -98,13 +98,11 @@ def frozen(
     there; the caller files the snapshot away inside the block. Whatever happens, every node is
     then restored from its memory file and the lab resumes as one."""
     capture = Capture(directory)
-    paused = []
     try:
         started = time.monotonic()
-        for name, dom in doms.items():
+        for dom in doms.values():
             if domains.state_of(dom) == "running":
                 dom.suspend()
-                paused.append(name)
         capture.seconds["pause"] = time.monotonic() - started
         step(f"paused {', '.join(doms)} together ({capture.seconds['pause']:.1f}s)")
         sources = {name: writable_disks(dom.XMLDesc(0)) for name, dom in doms.items()}
@@ -146,8 +144,8 @@ def _bring_back(
         conn,
         jobs,
         step,
-        fix=f"'lab restore {capture.directory.name}' brings the lab back from the snapshot "
-        "if it was filed; else 'lab down' and 'lab up' boot it afresh",
+        fix=f"'lab restore {capture.directory.name.lstrip('.').split('.tmp-')[0]}' brings the "
+        "lab back from the snapshot if it was filed; else 'lab down' and 'lab up' boot it afresh",
     )
     capture.seconds["restore"] = time.monotonic() - started
     resume_all(conn, names, lab, step)

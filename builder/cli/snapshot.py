@@ -173,13 +173,20 @@ def snapshot(
         finally:
             if work.exists():
                 shutil.rmtree(work)
+        spent = capture.seconds
+        out.print(
+            f"the lab stood still for {sum(spent.values()):.0f}s (memory saved in "
+            f"{spent['save']:.0f}s, disks copied in {spent['copy']:.0f}s, restored in "
+            f"{spent['restore']:.0f}s)"
+        )
         running = _set_clocks(lab, conn, timeout, started)
     if running:
         _wait_cloud(lab, timeout, started)
     size = disk_usage(final)
     out.print(
         f"snapshot {name}: {human(size)} on disk in {escape(str(final))}; taken in "
-        f"{time.monotonic() - started:.0f}s; verified before: {'yes' if verified else 'no'}"
+        f"{time.monotonic() - started:.0f}s; verified before: "
+        f"{f'yes (lab verify passed at {verified_at})' if verified else 'no'}"
     )
 
 
