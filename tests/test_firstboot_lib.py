@@ -182,3 +182,24 @@ def test_write_private_creates_the_file_with_its_final_mode(scratch: Path) -> No
     assert result.returncode == 0, result.stderr
     assert oct(target.stat().st_mode & 0o777) == "0o600"
     assert target.read_text() == "export OS_PASSWORD=x\n"
+
+
+def test_uwsgi_rpc_heartbeat_adds_the_override_once_and_refuses_a_missing_file(
+    scratch: Path,
+) -> None:
+    ini = scratch / "nova-api-uwsgi.ini"
+    ini.write_text("[uwsgi]\nprocesses = 2\nenv = OS_OSLO_MESSAGING_RABBIT__PROCESSNAME=nova-api\n")
+    for _ in range(2):
+        result = bash(scratch, f'uwsgi_rpc_heartbeat "{ini}"')
+        assert result.returncode == 0, result.stderr
+    lines = ini.read_text().splitlines()
+    assert lines.count("env = OS_OSLO_MESSAGING_RABBIT__HEARTBEAT_IN_PTHREAD=true") == 1
+    assert lines[:3] == [
+        "[uwsgi]",
+        "processes = 2",
+        "env = OS_OSLO_MESSAGING_RABBIT__PROCESSNAME=nova-api",
+    ]
+
+    result = bash(scratch, f'uwsgi_rpc_heartbeat "{scratch}/missing.ini"')
+    assert result.returncode != 0
+    assert "missing.ini is missing" in result.stderr

@@ -425,6 +425,20 @@ uwsgi_processes() {
     done
 }
 
+# uwsgi_rpc_heartbeat <ini...>: API apps that make RPC calls run under uwsgi, whose idle workers
+# never run oslo.messaging's (eventlet) heartbeat: RabbitMQ dropped their connections after 60 s
+# ("missed heartbeats from client"), and the next request's reconnect cost the client its HTTP
+# connection (`lab verify` saw "Remote end closed connection without response" deleting its
+# server). A native heartbeat thread, for these processes only (an environment override, not
+# the shared .conf the eventlet daemons read), keeps the connection alive between requests.
+uwsgi_rpc_heartbeat() {
+    local file
+    for file in "$@"; do
+        [ -e "$file" ] || fail "uwsgi config $file is missing (is the package installed in the image?)"
+        line_once "$file" "env = OS_OSLO_MESSAGING_RABBIT__HEARTBEAT_IN_PTHREAD=true"
+    done
+}
+
 # has_address <interface> <ip>: the interface carries the address (network-config applied).
 has_address() {
     ip -o -4 addr show dev "$1" 2>/dev/null | grep -qw "$2"
