@@ -25,7 +25,6 @@ from builder import verify
 from builder.errors import StackseedError, WaitTimeout
 from builder.plan import Plan
 from builder.state import LabState
-from vms import ssh
 
 # The node's side: say ready, read the host's clock, note its own, set it, print the note.
 CLOCK_STEP = (
@@ -68,11 +67,10 @@ def _read_line(proc: subprocess.Popen[bytes], deadline: float) -> str | None:
     return data.decode(errors="replace").strip()
 
 
-def step_clock(
-    plan: Plan, state: LabState, node: str, *, deadline: float, popen: Popen = ssh.popen
-) -> float:
-    """Set NODE's clock to the host's; how far behind it was (seconds). Retries while ssh does
-    not answer yet; WaitTimeout at the deadline (time.monotonic())."""
+def step_clock(plan: Plan, state: LabState, node: str, *, deadline: float, popen: Popen) -> float:
+    """Set NODE's clock to the host's; how far behind it was (seconds). `popen` is vms.ssh's
+    (ssh with the lab's key to the node). Retries while ssh does not answer yet; WaitTimeout
+    at the deadline (time.monotonic())."""
     why = "no answer"
     while True:
         proc = popen(
@@ -113,7 +111,7 @@ def step_clocks(
     *,
     timeout: float,
     on_node: Callable[[str, float, float], None],
-    popen: Popen = ssh.popen,
+    popen: Popen,
 ) -> dict[str, float]:
     """Every node's clock set to the host's, in parallel; node -> how far behind it was."""
     started = time.monotonic()

@@ -48,7 +48,7 @@ from builder.snapshot_manifest import (
     utc_now,
     write_manifest,
 )
-from vms import domains, launcher
+from vms import domains, launcher, ssh
 from vms import snapshots as vsnap
 from vms.accel import Accel, nested_virt
 from vms.commands import _explained, connect_option
@@ -276,7 +276,7 @@ def _set_clocks(lab: Lab, conn: libvirt.virConnect, timeout: float, started: flo
     def clock(node: str, offset: float, elapsed: float) -> None:
         _step(f"{node}: answers ssh, clock set to the host's ({duration(offset)}, {elapsed:.0f}s)")
 
-    step_clocks(lab.plan, lab.state, timeout=timeout, on_node=clock)
+    step_clocks(lab.plan, lab.state, timeout=timeout, on_node=clock, popen=ssh.popen)
     out.print(f"every node answers ssh, clocks set: {time.monotonic() - started:.0f}s")
     return True
 
