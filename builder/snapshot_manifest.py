@@ -29,7 +29,7 @@ from builder.errors import StackseedError, UsageError
 from builder.fsutil import private_dir, write_private
 from builder.paths import cache_root
 from builder.plan import Plan
-from builder.render import ensure_keys, environment, render_node
+from builder.render import LabKeys, ensure_keys, environment, render_node, secrets_for
 from builder.secrets import NAMES as SECRET_NAMES
 from builder.seed import iso_bytes
 from builder.sizes import format_size
@@ -173,6 +173,7 @@ class Manifest(_Model):
     topology: dict[str, Any]
     topology_key: str
     seeds: dict[str, str]  # node -> sha256 of its seed ISO
+    identity: dict[str, str] = {}  # node -> identity_digests(): its secrets and keys
     images: dict[str, ImageKey]  # role -> content key
     verified: bool = False
     verified_at: str | None = None
@@ -249,6 +250,7 @@ class Current:
     seeds: dict[str, str] | None
     images: dict[str, ImageKey | None]  # None: no image for the role in the cache
     uri: str
+    identity: dict[str, str] | None = None
 
     @property
     def topology_key(self) -> str:
@@ -282,10 +284,9 @@ def topology_key(data: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def seed_digests(plan: Plan, state: LabState, *, nested_virt: bool) -> dict[str, str] | None:
-    """sha256 of each node's seed ISO as `lab up` would write it now, made in memory: nothing
-    is written. None when the state directory lacks the secrets or keys (a lab made now would
-    get new ones, so no earlier seed can match)."""
+def _identity(plan: Plan, state: LabState) -> tuple[dict[str, str], LabKeys] | None:
+    """The lab's secrets and keys as they are in the state directory; None when any is missing
+    (a lab made now would get new ones). Reads only: every private key exists."""
     try:
         loaded = yaml.safe_load(state.secrets_file.read_text()) or {}
     except (OSError, yaml.YAMLError):
@@ -294,12 +295,42 @@ def seed_digests(plan: Plan, state: LabState, *, nested_virt: bool) -> dict[str,
     keys = [state.ssh_key, *(state.host_key(n.name) for n in plan.nodes)]
     if any(name not in secrets for name in SECRET_NAMES) or not all(k.is_file() for k in keys):
         return None
-    lab_keys = ensure_keys(plan, state)  # reads them: every private key exists
+    return secrets, ensure_keys(plan, state)
+
+
+def seed_digests(plan: Plan, state: LabState, *, nested_virt: bool) -> dict[str, str] | None:
+    """sha256 of each node's seed ISO as `lab up` would write it now, made in memory: nothing
+    is written. None when the state directory lacks the secrets or keys."""
+    found = _identity(plan, state)
+    if found is None:
+        return None
+    secrets, lab_keys = found
     env = environment()
     digests = {}
     for node in plan.nodes:
         payload = render_node(plan, node, secrets, lab_keys, nested_virt=nested_virt, env=env)
         digests[node.name] = hashlib.sha256(iso_bytes(payload.files())).hexdigest()
+    return digests
+
+
+def identity_digests(plan: Plan, state: LabState) -> dict[str, str] | None:
+    """Per node, a sha256 of what its seed carries of the lab's identity: the secrets its role
+    reads, the operator key, its host key. A seed that changed while this did not changed in
+    its templates or first-boot scripts only."""
+    found = _identity(plan, state)
+    if found is None:
+        return None
+    secrets, lab_keys = found
+    digests = {}
+    for node in plan.nodes:
+        material = {
+            "secrets": secrets_for(node.role, secrets),
+            "operator": lab_keys.public,
+            "host": list(lab_keys.host_keys[node.name]),
+        }
+        digests[node.name] = hashlib.sha256(
+            json.dumps(material, sort_keys=True).encode()
+        ).hexdigest()
     return digests
 
 
@@ -365,12 +396,33 @@ def compare(manifest: Manifest, current: Current) -> list[str]:
             "secrets a new lab would not have"
         )
     else:
-        changed = [n for n, sha in manifest.seeds.items() if current.seeds.get(n, sha) != sha]
-        if changed:
-            problems.append(
-                f"seed of {', '.join(changed)} changed since snapshot {name!r} (secrets, keys, "
-                "templates or first-boot scripts differ)"
-            )
+        problems += _seed_changes(manifest, current.seeds, current.identity or {})
+    return problems
+
+
+def _seed_changes(manifest: Manifest, seeds: dict[str, str], identity: dict[str, str]) -> list:
+    changed = [n for n, sha in manifest.seeds.items() if seeds.get(n, sha) != sha]
+    known = [n for n in changed if n in manifest.identity and n in identity]
+    keys = [n for n in known if manifest.identity[n] != identity[n]]
+    scripts = [n for n in known if n not in keys]
+    unknown = [n for n in changed if n not in known]
+    since = f"since snapshot {manifest.name!r}"
+    problems = []
+    if keys:
+        problems.append(
+            f"the secrets or keys of {', '.join(keys)} changed {since}: its nodes hold the old "
+            "ones (is this the state directory the lab was made with?)"
+        )
+    if scripts:
+        problems.append(
+            f"seed of {', '.join(scripts)} changed {since}: templates or first-boot scripts "
+            "under cloudinit/ (secrets and keys are the same)"
+        )
+    if unknown:
+        problems.append(
+            f"seed of {', '.join(unknown)} changed {since} (secrets, keys, templates or "
+            "first-boot scripts differ)"
+        )
     return problems
 
 

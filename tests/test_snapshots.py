@@ -131,6 +131,16 @@ def test_changed_seeds_missing_secrets_and_another_uri_are_named():
         "seed of block1 changed since snapshot 'golden' (secrets, keys, templates or first-boot "
         "scripts differ)"
     ]
+    ids = {"controller": "1" * 64, "block1": "2" * 64}
+    known = _manifest(plan, SEEDS, KEYS, identity=ids)
+    both = SEEDS | {"block1": "e" * 64, "controller": "f" * 64}
+    now = sm.Current(**(vars(_current(plan, seeds=both)) | {"identity": ids | {"block1": "3"}}))
+    assert sm.compare(known, now) == [
+        "the secrets or keys of block1 changed since snapshot 'golden': its nodes hold the old "
+        "ones (is this the state directory the lab was made with?)",
+        "seed of controller changed since snapshot 'golden': templates or first-boot scripts "
+        "under cloudinit/ (secrets and keys are the same)",
+    ]
     (problem,) = sm.compare(manifest, _current(plan, seeds=None))
     assert "no secrets or keys" in problem
     (problem,) = sm.compare(manifest, _current(plan, uri="qemu:///session"))
@@ -547,9 +557,29 @@ def test_restore_refuses_changed_topology_images_and_seeds_touching_nothing(lab_
     assert rows[0]["matches"] is False and "image for role block" in rows[0]["reason"]
     image_json.write_text(json.dumps(info))
 
+    # A first-boot script edited since (what a `git pull` does to a lab) ...
+    script = tmp / "firstboot" / "controller" / "99-extra.sh"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\ntrue\n")
+    from builder import render
+
+    real_phases = render.phases
+
+    def patched(role: str) -> list[tuple[str, str]]:
+        extra = [("99-extra.sh", script.read_text())] if role == "controller" else []
+        return [*real_phases(role), *extra]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(render, "phases", patched)
+        with pytest.raises(StackseedError) as error:
+            run("restore", "day0")
+    assert "seed of controller changed since snapshot 'day0': templates or first-boot" in (
+        error.value.message
+    )
+    # ... and secrets that are not the lab's any more.
     secrets = tmp / "state" / "stackseed" / "secrets.yaml"
     secrets.write_text(secrets.read_text().replace("admin_password: ", "admin_password: x"))
-    with pytest.raises(StackseedError, match=r"seed of controller changed since snapshot 'day0'"):
+    with pytest.raises(StackseedError, match=r"secrets or keys of controller changed since"):
         run("restore", "day0")
     assert {d.name(): d.XMLDesc() for d in conn.listAllDomains()} == xml, "nothing was touched"
     run("down")

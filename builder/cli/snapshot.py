@@ -32,6 +32,7 @@ from builder.snapshot_manifest import (
     disk_usage,
     file_entry,
     human,
+    identity_digests,
     lab_root,
     last_verify,
     missing_files,
@@ -161,6 +162,7 @@ def snapshot(
                     topology=topology_data(plan),
                     topology_key=topology_key(topology_data(plan)),
                     seeds=seeds,
+                    identity=identity_digests(plan, state) or {},
                     images={r: k for r, k in _keys(images).items() if k is not None},
                     verified=verified,
                     verified_at=verified_at,
@@ -325,6 +327,7 @@ def listing(lab: Lab, uri: str, images_dir: Path | None) -> list[dict]:
     """One dict per snapshot of the lab, oldest first; damaged ones say why."""
     plan, rows = lab.plan, []
     images = _keys(_images(lab, images_dir))
+    identity = identity_digests(plan, lab.state)
     seeds: dict[bool, dict[str, str] | None] = {}
     for name in names(plan.lab):
         directory = snapshot_dir(plan.lab, name)
@@ -342,7 +345,7 @@ def listing(lab: Lab, uri: str, images_dir: Path | None) -> list[dict]:
             seeds[manifest.nested_virt] = seed_digests(
                 plan, lab.state, nested_virt=manifest.nested_virt
             )
-        current = Current(topology_data(plan), seeds[manifest.nested_virt], images, uri)
+        current = Current(topology_data(plan), seeds[manifest.nested_virt], images, uri, identity)
         problems = compare(manifest, current) + missing_files(directory, manifest)
         row |= {
             "taken_at": manifest.taken_at,
@@ -425,7 +428,10 @@ def restore_lab(
         conn = open_connection(uri)
         images = _images(lab, images_dir)
         seeds = seed_digests(plan, state, nested_virt=manifest.nested_virt)
-        problems = compare(manifest, Current(topology_data(plan), seeds, _keys(images), uri))
+        current = Current(
+            topology_data(plan), seeds, _keys(images), uri, identity_digests(plan, state)
+        )
+        problems = compare(manifest, current)
         if problems:
             raise refusal(name, problems)
         damaged = missing_files(directory, manifest)
