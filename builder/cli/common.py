@@ -122,6 +122,32 @@ def topology_options(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def json_option(help: str) -> Callable[[F], F]:
+    """--json on a command; the command receives `as_json: bool`."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def cloud_config_option(func: F) -> F:
+    """--cloud-config on a command that talks to the lab's cloud; it receives `cloud_config`."""
+    return click.option(
+        "--cloud-config",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="clouds.yaml to use [default: the lab's, written by 'lab up'].",
+    )(func)
+
+
+def timeout_option(default: float, help: str) -> Callable[[F], F]:
+    """--timeout in seconds (at least 1) on a command; it receives `timeout: float`."""
+    return click.option(
+        "--timeout",
+        type=click.FloatRange(min=1),
+        default=default,
+        show_default=True,
+        help=help,
+    )
+
+
 def open_lab(topology: Path | None, state_dir: Path | None) -> Lab:
     if topology is None:
         topology = Path("lab.yaml")

@@ -14,7 +14,7 @@ from typing import IO
 import click
 from rich.markup import escape
 
-from builder.cli.common import Lab, err, out, topology_options
+from builder.cli.common import Lab, err, out, timeout_option, topology_options
 from builder.errors import StackseedError, UsageError
 from builder.logs import (
     NO_SUCH_SERVICE,
@@ -60,13 +60,7 @@ MIB = 1 << 20
     show_default=True,
     help="With --follow: lines of history first.",
 )
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=900.0,
-    show_default=True,
-    help="Seconds to collect one node before giving up on it.",
-)
+@timeout_option(900.0, "Seconds to collect one node before giving up on it.")
 def logs(
     lab: Lab,
     nodes: tuple[str, ...],

@@ -16,7 +16,16 @@ import libvirt
 from rich.markup import escape
 from rich.table import Table
 
-from builder.cli.common import Lab, Target, err, lab_lock, out, topology_options
+from builder.cli.common import (
+    Lab,
+    Target,
+    err,
+    json_option,
+    lab_lock,
+    out,
+    timeout_option,
+    topology_options,
+)
 from builder.errors import PrerequisiteError, StackseedError, UsageError
 from builder.fsutil import private_dir, write_private
 from builder.images.contract import ImageInfo, find_image
@@ -100,13 +109,7 @@ def _keys(images: dict[str, ImageInfo | None]) -> dict[str, ImageKey | None]:
 @click.option("--delete", is_flag=True, help="Delete snapshot NAME (and nothing else).")
 @click.option("--replace", is_flag=True, help="Replace snapshot NAME once the new one is whole.")
 @click.option("--images-dir", type=Target("dir"), default=None)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=600.0,
-    show_default=True,
-    help="Seconds to wait for the cloud to answer again afterwards.",
-)
+@timeout_option(600.0, "Seconds to wait for the cloud to answer again afterwards.")
 def snapshot(
     lab: Lab,
     connect: str | None,
@@ -303,7 +306,7 @@ def _wait_cloud(lab: Lab, timeout: float, started: float) -> dict[str, float]:
 @topology_options
 @connect_option
 @click.option("--images-dir", type=Target("dir"), default=None)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option("Machine-readable output.")
 def snapshots_cmd(lab: Lab, connect: str | None, images_dir: Path | None, as_json: bool) -> None:
     """The lab's snapshots: taken at, size on disk, verified, whether they fit the lab now."""
     rows = listing(lab, resolve_uri(connect), images_dir)
@@ -367,13 +370,7 @@ def listing(lab: Lab, uri: str, images_dir: Path | None) -> list[dict]:
 @click.argument("name", required=False)
 @click.option("--images-dir", type=Target("dir"), default=None)
 @click.option("--pool-dir", type=Target("dir"), default=None)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=600.0,
-    show_default=True,
-    help="Seconds to wait for every node and the cloud to answer.",
-)
+@timeout_option(600.0, "Seconds to wait for every node and the cloud to answer.")
 def restore_cmd(
     lab: Lab,
     connect: str | None,

@@ -8,7 +8,15 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from builder.cli.common import Lab, err, locked, out, topology_options
+from builder.cli.common import (
+    Lab,
+    cloud_config_option,
+    err,
+    json_option,
+    locked,
+    out,
+    topology_options,
+)
 from builder.errors import EXIT_FAILED, StackseedError
 from builder.fsutil import write_private
 from builder.tempest.conf import BUILD_TIMEOUT, build_config, render
@@ -94,13 +102,8 @@ def show_progress(row: TestRow, done: int, total: int) -> None:
     help="Run every selected test. By default the run stops once the test classes running "
     "when the first test failed have finished (so tempest still removes what they made).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-@click.option(
-    "--cloud-config",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="clouds.yaml to use [default: the lab's, written by 'lab up'].",
-)
+@json_option("Print the results as JSON.")
+@cloud_config_option
 @click.option(
     "--timeout",
     type=click.IntRange(min=60),

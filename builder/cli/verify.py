@@ -10,7 +10,15 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from builder.cli.common import Lab, err, out, topology_options
+from builder.cli.common import (
+    Lab,
+    cloud_config_option,
+    err,
+    json_option,
+    out,
+    timeout_option,
+    topology_options,
+)
 from builder.errors import EXIT_FAILED
 from builder.fsutil import write_private
 from builder.verify import Row, all_ok, to_json, verify
@@ -30,32 +38,22 @@ def table(rows: list[Row]) -> Table:
 
 @click.command("verify")
 @topology_options
-@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@json_option("Print the checks as JSON.")
 @click.option(
     "--deep",
     is_flag=True,
     help="Also wait for the test server's console and ping its floating IP from the host.",
 )
-@click.option(
-    "--cloud-config",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="clouds.yaml to use [default: the lab's, written by 'lab up'].",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=900.0,
-    show_default=True,
-    help="Seconds to wait for each slow step (server ACTIVE, volume status).",
-)
+@cloud_config_option
+@timeout_option(900.0, "Seconds to wait for each slow step (server ACTIVE, volume status).")
 def verify_command(
     lab: Lab, as_json: bool, deep: bool, cloud_config: Path | None, timeout: float
 ) -> None:
     """Prove the lab is a working cloud: services, agents, Horizon, a server and a volume."""
     clouds_yaml = cloud_config or lab.state.clouds_yaml
     rows = verify(lab.plan, clouds_yaml, deep=deep, timeout=timeout)
-    record = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "ok": all_ok(rows)}
+    ok = all_ok(rows)
+    record = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "ok": ok}
     # `lab snapshot` reads it; it never makes a state directory nor fails verify.
     with suppress(OSError):
         if lab.state.root.is_dir():
@@ -64,7 +62,7 @@ def verify_command(
         click.echo(to_json(rows))
     else:
         out.print(table(rows))
-    if not all_ok(rows):
+    if not ok:
         if not as_json:
             err.print(next_steps(lab, rows), soft_wrap=True)
         raise SystemExit(EXIT_FAILED)
