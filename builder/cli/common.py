@@ -148,6 +148,17 @@ def timeout_option(default: float, help: str) -> Callable[[F], F]:
     )
 
 
+def finish(as_json: bool, json_text: str, show: Callable[[], None], ok: bool) -> None:
+    """The end of a command that judges the lab: its JSON on stdout, or `show()` the human
+    report; then exit EXIT_FAILED unless ok (with --json too)."""
+    if as_json:
+        click.echo(json_text)
+    else:
+        show()
+    if not ok:
+        raise SystemExit(EXIT_FAILED)
+
+
 def open_lab(topology: Path | None, state_dir: Path | None) -> Lab:
     if topology is None:
         topology = Path("lab.yaml")

@@ -12,12 +12,13 @@ from builder.cli.common import (
     Lab,
     cloud_config_option,
     err,
+    finish,
     json_option,
     locked,
     out,
     topology_options,
 )
-from builder.errors import EXIT_FAILED, StackseedError
+from builder.errors import StackseedError
 from builder.fsutil import write_private
 from builder.tempest.conf import BUILD_TIMEOUT, build_config, render
 from builder.tempest.discover import admin_credentials, discover
@@ -177,15 +178,14 @@ def tempest_command(
         report = to_json(outcome.results, ok=outcome.ok, seconds=outcome.seconds, extra=extra)
         saved = workspace(lab.state) / "last-run.json"
         write_private(saved, report.encode())
-    if as_json:
-        click.echo(report)
-    else:
+
+    def show() -> None:
         out.print(table(outcome))
         out.print(f"{summary_line(outcome.results)} in {outcome.seconds:.0f}s")
         for line in notes(outcome, saved):
             err.print(line, soft_wrap=True)
-    if not outcome.ok:
-        raise SystemExit(EXIT_FAILED)
+
+    finish(as_json, report, show, ok=outcome.ok)
 
 
 def configure(lab: Lab, cloud_config: Path | None, timeout: int) -> tuple[str, str]:

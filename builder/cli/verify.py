@@ -14,12 +14,12 @@ from builder.cli.common import (
     Lab,
     cloud_config_option,
     err,
+    finish,
     json_option,
     out,
     timeout_option,
     topology_options,
 )
-from builder.errors import EXIT_FAILED
 from builder.fsutil import write_private
 from builder.verify import Row, all_ok, to_json, verify
 
@@ -58,14 +58,13 @@ def verify_command(
     with suppress(OSError):
         if lab.state.root.is_dir():
             write_private(lab.state.last_verify, (json.dumps(record) + "\n").encode())
-    if as_json:
-        click.echo(to_json(rows))
-    else:
+
+    def show() -> None:
         out.print(table(rows))
-    if not ok:
-        if not as_json:
+        if not ok:
             err.print(next_steps(lab, rows), soft_wrap=True)
-        raise SystemExit(EXIT_FAILED)
+
+    finish(as_json, to_json(rows), show, ok=ok)
 
 
 def next_steps(lab: Lab, rows: list[Row]) -> str:
