@@ -105,6 +105,14 @@ def expected_agents(plan: Plan) -> dict[str, set[str]]:
     return wanted
 
 
+def _fail_naming(*groups: tuple[str, list[str]]) -> None:
+    """Raise CheckFailed with one 'label: a, b' per group that names anything (a join that never
+    registered apart from one that registered and is not up), '; ' between them."""
+    problems = [f"{label}: {', '.join(names)}" for label, names in groups if names]
+    if problems:
+        raise CheckFailed("; ".join(problems))
+
+
 def judge_agents(wanted: Mapping[str, set[str]], agents: Iterable[Mapping[str, Any]]) -> str:
     """agents: dicts with host, agent_type, is_alive (and last_heartbeat_at). Raises CheckFailed
     telling an agent that never registered from one that registered and stopped reporting."""
@@ -120,13 +128,7 @@ def judge_agents(wanted: Mapping[str, set[str]], agents: Iterable[Mapping[str, A
             elif not any(a.get("is_alive") for a in mine):
                 beat = mine[0].get("last_heartbeat_at") or "never"
                 dead.append(f"{kind}@{node} (last report {beat})")
-    problems = []
-    if unregistered:
-        problems.append(f"not registered yet: {', '.join(unregistered)}")
-    if dead:
-        problems.append(f"registered but not alive: {', '.join(dead)}")
-    if problems:
-        raise CheckFailed("; ".join(problems))
+    _fail_naming(("not registered yet", unregistered), ("registered but not alive", dead))
     return f"{sum(len(k) for k in wanted.values())} agents alive on {len(wanted)} nodes"
 
 
@@ -144,13 +146,10 @@ def judge_services(
     wanted = list(wanted)
     unregistered = [h for h in wanted if h not in registered]
     down = [h for h in wanted if h in registered and h not in up]
-    problems = []
-    if unregistered:
-        problems.append(f"{binary} not registered yet on: {', '.join(unregistered)}")
-    if down:
-        problems.append(f"{binary} registered but not up on: {', '.join(down)}")
-    if problems:
-        raise CheckFailed("; ".join(problems))
+    _fail_naming(
+        (f"{binary} not registered yet on", unregistered),
+        (f"{binary} registered but not up on", down),
+    )
     if not wanted:
         raise CheckFailed(f"the topology has no node that runs {binary}")
     return f"{binary} up on {', '.join(wanted)}"
@@ -372,16 +371,17 @@ def check_horizon(ctx: Context) -> str:
     return "login page 200, admin login succeeded"
 
 
+def not_found(*looked_up: tuple[str, object]) -> list[str]:
+    """The names of the day-zero content (image, flavor, network) a lookup found no trace of."""
+    return [name for name, thing in looked_up if thing is None]
+
+
 def check_server(ctx: Context) -> str:
     conn = ctx.conn
     image = conn.image.find_image(TEST_IMAGE)
     flavor = conn.compute.find_flavor(TEST_FLAVOR)
     network = conn.network.find_network(SELFSERVICE_NET)
-    absent = [
-        name
-        for name, thing in ((TEST_IMAGE, image), (TEST_FLAVOR, flavor), (SELFSERVICE_NET, network))
-        if thing is None
-    ]
+    absent = not_found((TEST_IMAGE, image), (TEST_FLAVOR, flavor), (SELFSERVICE_NET, network))
     if absent:
         raise CheckFailed(f"day-zero content missing: {', '.join(absent)}")
     server = conn.compute.create_server(

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from builder.errors import StackseedError
 from builder.plan import Plan
 from builder.tempest.conf import AdminCredentials, Discovered
-from builder.verify import PROVIDER_NET, TEST_FLAVOR, TEST_IMAGE
+from builder.verify import PROVIDER_NET, TEST_FLAVOR, TEST_IMAGE, not_found
 
 T = TypeVar("T")
 
@@ -75,11 +75,7 @@ def discover(conn: Any, plan: Plan) -> Discovered:
     ]
     flavor = next((f for f in flavors if f["name"] == TEST_FLAVOR), None)
     network = conn.network.find_network(PROVIDER_NET)
-    missing = [
-        name
-        for name, thing in ((TEST_IMAGE, image), (TEST_FLAVOR, flavor), (PROVIDER_NET, network))
-        if thing is None
-    ]
+    missing = not_found((TEST_IMAGE, image), (TEST_FLAVOR, flavor), (PROVIDER_NET, network))
     if missing:
         raise StackseedError(
             f"the lab lacks its day-zero content: {', '.join(missing)}",
