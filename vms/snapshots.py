@@ -155,23 +155,23 @@ def _since(started: float) -> str:
     return f"{time.monotonic() - started:.0f}s"
 
 
+def _run(argv: list[str], *, failed: str, fix: str) -> None:
+    """Run a host tool; when it fails, StackseedError '<failed>: <what it said>' and the fix."""
+    done = subprocess.run(argv, env=_ENV, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise StackseedError(f"{failed}: {done.stderr.strip()}", fix=fix)
+
+
 def copy_sparse(source: Path, target: Path, *, like: Path | None = None) -> None:
     """Copy a disk image keeping its holes (cp --sparse=always), atomically; 0600, or the owner
     and mode of `like` (the volume it replaces) when that exists."""
     temp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
-        done = subprocess.run(
+        _run(
             ["cp", "--sparse=always", "--", str(source), str(temp)],
-            env=_ENV,
-            capture_output=True,
-            text=True,
-            check=False,
+            failed=f"copying {source} to {target} failed",
+            fix=f"check the free space there (df -h {target.parent}); re-running is safe",
         )
-        if done.returncode != 0:
-            raise StackseedError(
-                f"copying {source} to {target} failed: {done.stderr.strip()}",
-                fix=f"check the free space there (df -h {target.parent}); re-running is safe",
-            )
         if like is not None and like.exists():
             stat = like.stat()
             os.chown(temp, stat.st_uid, stat.st_gid)
@@ -199,18 +199,11 @@ def qcow2_backing(path: Path) -> str | None:
 
 def rebase(path: Path, backing: str) -> None:
     """Point a qcow2 overlay at another path of the same base image (header only: -u)."""
-    done = subprocess.run(
+    _run(
         ["qemu-img", "rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b", backing, str(path)],
-        env=_ENV,
-        capture_output=True,
-        text=True,
-        check=False,
+        failed=f"cannot point {path} at its base image {backing}",
+        fix="'lab doctor' checks qemu-img; re-running is safe",
     )
-    if done.returncode != 0:
-        raise StackseedError(
-            f"cannot point {path} at its base image {backing}: {done.stderr.strip()}",
-            fix="'lab doctor' checks qemu-img; re-running is safe",
-        )
 
 
 # --- restoring --------------------------------------------------------------------------------
