@@ -28,7 +28,7 @@ from bench.report import write_section
 from builder.loader import load
 from builder.paths import state_root
 from builder.phase_log import GREP, PhaseTime, phase_times
-from vms.console import read_progress
+from vms.console import Progress, read_progress
 
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[1] / "builder" / "data" / "lab.yaml"
 
@@ -83,15 +83,24 @@ def up_and_watch(
     )
     done: dict[str, float] = {}
     pending = scenario.reboot
+    # `lab down` keeps the console logs of the lab it removed; until libvirt truncates them,
+    # they still end in the old lab's markers. Only a log written since this run counts.
+    since = time.time() - (time.monotonic() - start)
+
+    def progress(name: str) -> Progress:
+        path = console_dir / f"{name}.log"
+        fresh = path.exists() and path.stat().st_mtime >= since
+        return read_progress(path) if fresh else Progress()
+
     while proc.poll() is None or len(done) < len(names):
-        if pending and read_progress(console_dir / f"{pending[0]}.log").phase == (
+        if pending and progress(pending[0]).phase == (
             f"firstboot:{pending[1]}"
         ):
             lab(["reboot", pending[0]], topology, stdout=log, stderr=subprocess.STDOUT)
             events[f"{pending[0]} rebooted"] = time.monotonic() - start
             pending = None
         for name in names:
-            if name not in done and read_progress(console_dir / f"{name}.log").reached("ready"):
+            if name not in done and progress(name).reached("ready"):
                 done[name] = time.monotonic() - start
         if proc.poll() is not None:
             break
