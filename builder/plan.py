@@ -5,6 +5,7 @@ Nothing here touches the disk or libvirt; the same topology always gives the sam
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -200,9 +201,13 @@ def node_facts(plan: Plan, node: PlannedNode, *, nested_virt: bool = False) -> d
     }
 
 
+# The services the controller registers (builder/data/catalog.yaml): data, no secrets. Read
+# once; every node's facts carry a copy.
+_CATALOG: list[dict[str, Any]] = yaml.safe_load((DATA / "catalog.yaml").read_text())["services"]
+
+
 def catalog() -> list[dict[str, Any]]:
-    """The services the controller registers (builder/data/catalog.yaml): data, no secrets."""
-    return yaml.safe_load((DATA / "catalog.yaml").read_text())["services"]
+    return copy.deepcopy(_CATALOG)
 
 
 def _tunnel_ip(plan: Plan, node: PlannedNode) -> str:
