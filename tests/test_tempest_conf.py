@@ -176,6 +176,20 @@ def test_timeout_option_reaches_every_build_timeout(plan, tmp_path: Path) -> Non
     assert {conf[s]["build_timeout"] for s in ("compute", "volume", "image", "network")} == {"1800"}
 
 
+def test_http_timeout_outlasts_slow_tcg_calls(plan, tmp_path: Path) -> None:
+    """tempest's 60 s default made urllib3 send a slow PUT add_router_interface again, which
+    failed as "Router already has a port on subnet": the HTTP wait is never under 300 s and
+    follows a longer --timeout."""
+
+    def written(**kwargs) -> int:
+        conf = parsed(render(build_config(plan, found(), ADMIN, tmp_path, **kwargs)))
+        return int(conf["service-clients"]["http_timeout"])
+
+    assert written() == 900
+    assert written(timeout=1800) == 1800
+    assert written(timeout=120) == 300
+
+
 def test_alt_flavor_is_the_smallest_other_one() -> None:
     flavors = [
         {"id": "4", "name": "m1.large", "ram": 8192, "vcpus": 4, "disk": 80},
@@ -644,3 +658,31 @@ def test_every_option_written_is_one_tempest_knows(plan, tmp_path: Path) -> None
     plugins = {f"unknown service_available.{name}" for name in NOT_RUN if name != "swift"}
     problems = set(result.stdout.split("\n")) - plugins - {""}
     assert problems == {"deprecated identity-feature-enabled.api_v3"}
+
+
+def test_tempest_builds_its_clients_with_the_lab_timeouts(plan, tmp_path: Path) -> None:
+    """What tempest's own config code hands the network, volume, compute and image clients:
+    the HTTP wait and the build timeout written above, not its 60 s and 300 s defaults."""
+    if not tempest_install.is_installed():
+        pytest.skip("no cached tempest environment (lab tempest --install-only makes it)")
+    conf = tmp_path / "etc" / "tempest.conf"
+    for folder in ("etc", "logs", "lock"):  # tempest opens its log file as it reads the config
+        (tmp_path / folder).mkdir()
+    conf.write_text(render(build_config(plan, found(), ADMIN, tmp_path, timeout=1200)))
+    reader = Path(__file__).parent / "support" / "tempest_values.py"
+    python = tempest_install.venv_dir() / "bin" / "python"
+    result = subprocess.run(
+        [str(python), str(reader), str(conf)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    values = json.loads(result.stdout.strip().splitlines()[-1])
+    for service in ("compute", "network", "volume", "image"):
+        assert values[service] == {
+            "http_timeout": 1200,
+            "build_timeout": 1200,
+            "build_interval": 3,
+        }, service
+    assert values["identity"]["http_timeout"] == 1200

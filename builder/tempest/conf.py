@@ -22,6 +22,11 @@ from builder.roles import ROLES
 # are too short. HTTP calls to a busy controller can take minutes too.
 BUILD_TIMEOUT = 900
 BUILD_INTERVAL = 3
+# tempest's HTTP client gives up on an answer after [service-clients] http_timeout (60 s by
+# default) and urllib3 then sends an idempotent method again: a PUT add_router_interface that
+# took neutron 51-78 s under TCG was retried and failed with "Router already has a port on
+# subnet", misnaming a slow call as a conflict. So the floor is 300 s, and a longer --timeout
+# raises it too: an API call slower than the build timeout fails the test either way.
 HTTP_TIMEOUT = 300
 
 # Service types (as the catalog spells them) -> tempest's [service_available] option.
@@ -86,6 +91,11 @@ def computes(plan: Plan) -> int:
     return sum(1 for n in plan.nodes if "nova-compute" in ROLES[n.role].joins)
 
 
+def http_timeout(build_timeout: int) -> int:
+    """Seconds tempest's HTTP client waits for an answer before it gives up (and retries)."""
+    return max(HTTP_TIMEOUT, build_timeout)
+
+
 def _bool(value: bool) -> str:
     return "true" if value else "false"
 
@@ -137,7 +147,7 @@ def build_config(
         # The lab sets no lockout or password-history rules in keystone.
         "security_compliance": "false",
     }
-    conf["service-clients"] = {"http_timeout": str(HTTP_TIMEOUT)}
+    conf["service-clients"] = {"http_timeout": str(http_timeout(timeout))}
     conf["service_available"] = {name: _bool(on) for name, on in sorted(available.items())}
 
     conf["compute"] = {
