@@ -2,7 +2,9 @@
 
 `<images>/<release>/<role>/image.json` names the root filesystem, kernel and initrd (relative
 to that directory), the kernel command line, their sha256 and the content key they were built
-from. Everything that boots an image reads it through `find_image`.
+from. Its `format` says what else is there: `rootfs` (only those), or `disk` (also a whole-disk
+GPT image assembled from that root filesystem, described by `disk`). Everything that boots an
+image reads it through `find_image`, or `find_disk_image` for a node that boots firmware.
 """
 
 from __future__ import annotations
@@ -10,9 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from builder.errors import PrerequisiteError, StackseedError
 from builder.paths import cache_root
@@ -28,6 +37,52 @@ def images_root() -> Path:
 
 def image_dir(release: str, role: str, images_dir: Path | None = None) -> Path:
     return (images_dir or images_root()) / release / role
+
+
+def _plain(value: str) -> str:
+    # A name that climbs out of the image directory would let image.json point anywhere.
+    if not value or "/" in value or value in (".", ".."):
+        raise ValueError(f"{value!r} must be a file name inside the image directory")
+    return value
+
+
+class DiskPartition(BaseModel):
+    """One GPT partition of a whole-disk image, in 512-byte sectors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    number: int = Field(ge=1, le=128)
+    name: str
+    type: str  # partition type GUID
+    guid: str
+    first_lba: int = Field(ge=34)
+    last_lba: int
+
+    @property
+    def size(self) -> int:
+        return (self.last_lba - self.first_lba + 1) * 512
+
+
+class DiskInfo(BaseModel):
+    """The whole-disk image: GPT, EFI system partition with the bootloader, the root
+    filesystem found by UUID."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    file: str
+    key: str = Field(min_length=16)  # the root filesystem's key and how the disk was assembled
+    size: int = Field(gt=0)  # virtual size in bytes
+    root_uuid: str
+    cmdline: str  # what grub passes the kernel (on QEMU it adds tsc=reliable)
+    kernel: str  # paths inside the root filesystem
+    initrd: str
+    bootloader: tuple[str, ...]  # the packages its EFI binaries come from
+    partitions: tuple[DiskPartition, ...] = Field(min_length=2)
+
+    @field_validator("file")
+    @classmethod
+    def _plain_file(cls, value: str) -> str:
+        return _plain(value)
 
 
 class ImageInfo(BaseModel):
@@ -47,15 +102,21 @@ class ImageInfo(BaseModel):
     manifest: str
     built: str
     dib_version: str
+    format: Literal["rootfs", "disk"] = "rootfs"
+    disk: DiskInfo | None = None
     directory: Path = Field(exclude=True)
 
     @field_validator("rootfs", "kernel", "initrd", "manifest")
     @classmethod
     def _plain_name(cls, value: str) -> str:
-        # A name that climbs out of the image directory would let image.json point anywhere.
-        if not value or "/" in value or value in (".", ".."):
-            raise ValueError(f"{value!r} must be a file name inside the image directory")
-        return value
+        return _plain(value)
+
+    @model_validator(mode="after")
+    def _disk_matches_format(self) -> ImageInfo:
+        if (self.format == "disk") != (self.disk is not None):
+            # diskimage-builder's own whole-disk images (format disk, no 'disk') are gone too.
+            raise ValueError("format 'disk' and a 'disk' description go together")
+        return self
 
     @field_validator("sha256")
     @classmethod
@@ -81,8 +142,17 @@ class ImageInfo(BaseModel):
     def manifest_path(self) -> Path:
         return self.directory / self.manifest
 
+    @property
+    def disk_path(self) -> Path | None:
+        return None if self.disk is None else self.directory / self.disk.file
+
     def boot_files(self) -> tuple[Path, Path, Path]:
         return self.rootfs_path, self.kernel_path, self.initrd_path
+
+    def files(self) -> tuple[Path, ...]:
+        """Every file image.json names a digest for: boot files, and the disk if there is one."""
+        disk = () if self.disk_path is None else (self.disk_path,)
+        return (*self.boot_files(), *disk)
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(), indent=2, sort_keys=True) + "\n"
@@ -109,7 +179,7 @@ def load_image_info(directory: Path) -> ImageInfo:
         raise StackseedError(
             f"{path}: key {where}: {first['msg']}", fix="rebuild it with build-images --force"
         ) from None
-    for name in (info.rootfs, info.kernel, info.initrd):
+    for name in (p.name for p in info.files()):
         if name not in info.sha256:
             raise StackseedError(
                 f"{path}: key sha256: no digest for {name}",
@@ -147,6 +217,26 @@ def find_image(release: str, role: str, images_dir: Path | None = None) -> Image
             f"{role} image for {release} is incomplete: "
             f"{', '.join(missing)} missing in {directory}",
             fix=f"{_build_fix(role, release)} --force",
+        )
+    return info
+
+
+def find_disk_image(release: str, role: str, images_dir: Path | None = None) -> ImageInfo:
+    """The role's image with its whole-disk image present; PrerequisiteError naming the
+    command that assembles it otherwise."""
+    info = find_image(release, role, images_dir)
+    fix = f"{_build_fix(role, release)} --format disk"
+    if info.disk_path is None:
+        raise PrerequisiteError(
+            f"the {role} image for {release} has no whole-disk image "
+            f"({info.directory / IMAGE_JSON} says format {info.format})",
+            fix=fix,
+        )
+    if not info.disk_path.is_file():
+        raise PrerequisiteError(
+            f"{role} image for {release} is incomplete: {info.disk_path.name} missing in "
+            f"{info.directory}",
+            fix=fix,
         )
     return info
 

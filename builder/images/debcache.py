@@ -7,8 +7,11 @@ Control fields come from `dpkg-deb -f`; results are remembered per file so re-in
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -66,3 +69,81 @@ def write_index(cache: Path, env: dict[str, str]) -> int:
     write_private(cache / INDEX, "\n".join(stanzas).encode(), mode=0o644)
     write_private(memo_path, json.dumps(fresh).encode(), mode=0o644)
     return len(stanzas)
+
+
+def newest(cache: Path, package: str, env: dict[str, str]) -> Path | None:
+    """The cached .deb of `package` (amd64 or all) with the highest version, if any."""
+    found = [*cache.glob(f"{package}_*_amd64.deb"), *cache.glob(f"{package}_*_all.deb")]
+    if not found:
+        return None
+
+    def version(deb: Path) -> str:
+        return deb.name.split("_")[1].replace("%3a", ":")
+
+    def newer(a: Path, b: Path) -> int:
+        if version(a) == version(b):
+            return 0
+        gt = subprocess.run(
+            ["dpkg", "--compare-versions", version(a), "gt", version(b)], env=env, check=False
+        )
+        return 1 if gt.returncode == 0 else -1
+
+    return max(found, key=functools.cmp_to_key(newer))
+
+
+def download(
+    cache: Path,
+    release: str,
+    packages: tuple[str, ...],
+    *,
+    mirror: str,
+    security_mirror: str,
+    env: dict[str, str],
+) -> None:
+    """Fetch `packages` of `release` (no dependencies) into the cache with the host's apt-get,
+    from private lists: the host's own sources and cache are left alone, and apt checks the
+    archive's signatures against the host's keyring as usual."""
+    work = cache / f".download-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        (work / "lists" / "partial").mkdir(parents=True)
+        (work / "archives" / "partial").mkdir(parents=True)
+        (work / "sources.list").write_text(
+            f"deb {mirror} {release} main\ndeb {security_mirror} {release}-security main\n"
+        )
+        options = [
+            f"-oDir::Etc::sourcelist={work / 'sources.list'}",
+            "-oDir::Etc::sourceparts=-",
+            f"-oDir::State::Lists={work / 'lists'}",
+            f"-oDir::Cache::archives={work / 'archives'}",
+            "-oAPT::Get::List-Cleanup=0",
+            "-oDebug::NoDropPrivs=1",
+            "-oAPT::Sandbox::User=root",
+            "-oAPT::Architecture=amd64",
+        ]
+        for step in (["update"], ["download", *packages]):
+            try:
+                result = subprocess.run(
+                    ["apt-get", *options, "-q", *step],
+                    cwd=work,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+            except FileNotFoundError:
+                raise PrerequisiteError(
+                    f"apt-get is missing: it downloads {', '.join(packages)}",
+                    fix="build on a Debian host",
+                ) from None
+            if result.returncode != 0:
+                detail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+                raise StackseedError(
+                    f"apt-get {step[0]} of {', '.join(packages)} for {release} from {mirror} "
+                    f"failed: {' / '.join(detail)}",
+                    fix=f"check the network and --mirror, or put the .debs into {cache} by hand",
+                )
+        for deb in work.glob("*.deb"):
+            deb.rename(cache / deb.name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
