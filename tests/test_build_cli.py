@@ -1,8 +1,9 @@
 """build-images decisions that need no build: no-ops, what an element change rebuilds,
-prerequisites, --format disk without device-mapper, --check."""
+prerequisites, --format disk assembled from a built root filesystem (no device-mapper), --check."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,11 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+from test_disk_image import fake_bootloader_cache, make_rootfs
 from test_images import write_image_dir
 
 from builder.errors import EXIT_FAILED, EXIT_PREREQ, PrerequisiteError
 from builder.images import build
-from builder.images.prereqs import check_build, has_device_mapper
+from builder.images.contract import file_sha256, load_image_info
+from builder.images.prereqs import check_build
 from builder.paths import ELEMENTS
 from builder.roles import ROLES
 
@@ -131,24 +134,92 @@ def test_too_little_disk_is_refused_before_building(tmp_path: Path) -> None:
         check_build(tmp_path, path=path, min_free=1 << 60)
 
 
-def test_disk_format_without_device_mapper_says_why(tmp_path: Path) -> None:
-    fake_dev = tmp_path / "dev"
-    fake_dev.mkdir()
+def test_disk_format_needs_its_file_tools_not_device_mapper(tmp_path: Path) -> None:
     path = tools_dir(tmp_path, "sudo", "qemu-img", "debootstrap", "disk-image-create")
-    if len(os.listdir(path)) < 4:
-        pytest.skip("build tools not installed on this host")
     with pytest.raises(PrerequisiteError) as err:
-        check_build(tmp_path, fmt="disk", path=path, min_free=0, dev=fake_dev)
-    assert "device-mapper" in err.value.message
-    assert "mapper/control" in err.value.message
+        check_build(tmp_path, fmt="disk", path=path, min_free=0, dib=False)
+    assert "sgdisk" in err.value.message and "mkfs.vfat" in err.value.message
+    assert "device-mapper" not in err.value.message and "kpartx" not in err.value.message
+    assert "gdisk" in (err.value.fix or "") and "dosfstools" in (err.value.fix or "")
+    path = tools_dir(tmp_path, "sgdisk", "mkfs.vfat", "debugfs", "dpkg-deb")
+    if len(os.listdir(path)) < 5:
+        pytest.skip("disk tools not installed on this host")
+    check_build(tmp_path, fmt="disk", path=path, min_free=0, dib=False)
 
 
-@pytest.mark.skipif(has_device_mapper(), reason="this host has device-mapper")
-def test_disk_format_cli_refusal_on_this_host(tmp_path: Path) -> None:
-    result = run_cli("--role", "block", "--format", "disk", cache=tmp_path / "cache")
-    assert result.returncode == EXIT_PREREQ
-    assert "device-mapper" in result.stderr
+def real_rootfs_image(cache: Path, tmp_path: Path, role: str = "block") -> Path:
+    """A role image directory as a build leaves it, whose rootfs is a real (tiny) ext4 qcow2,
+    and the bootloader packages in the release's .deb cache."""
+    opts = build.Options(roles=(role,), cache=cache)
+    step = build.plan(opts)[0]
+    directory = write_image_dir(step.directory, role, "trixie", step.key)
+    shutil.copy(make_rootfs(tmp_path), directory / f"{role}.qcow2")
+    record = json.loads((directory / "image.json").read_text())
+    record["sha256"][f"{role}.qcow2"] = file_sha256(directory / f"{role}.qcow2")
+    record["format"] = "rootfs"
+    (directory / "image.json").write_text(json.dumps(record))
+    fake_bootloader_cache(cache / "debs" / "trixie")
+    return directory
+
+
+def test_disk_format_assembles_the_disk_from_the_built_rootfs(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    directory = real_rootfs_image(cache, tmp_path)
+    before = load_image_info(directory)
+    # --offline: the bootloader must come from the .deb cache; no DIB tool is needed either.
+    result = run_cli("--role", "block", "--format", "disk", "--offline", cache=cache)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "assembling the whole-disk image (not assembled yet)" in result.stdout
+    assert "whole-disk image assembled" in result.stdout and "EFI system partition 64 MiB" in (
+        result.stdout
+    )
+    info = load_image_info(directory)
+    assert info.format == "disk" and info.disk is not None
+    assert info.key == before.key and info.rootfs_path.read_bytes() == (
+        before.rootfs_path.read_bytes()
+    ), "the root filesystem must not change"
+    assert info.disk_path == directory / "block.disk.qcow2" and info.disk_path.is_file()
+    assert info.disk.bootloader == ("shim-signed_1.47+16.1-1", "grub-efi-amd64-signed_1+2.12+9")
+    sums = (directory / "SHA256SUMS").read_text()
+    assert f"{info.sha256['block.disk.qcow2']}  block.disk.qcow2" in sums
+    assert not list(directory.parent.glob(".disk-staging-*"))
+
+    again = run_cli("--role", "block", "--format", "disk", "--offline", cache=cache)
+    assert again.returncode == 0, again.stderr
+    assert "up to date" in again.stdout and "assembling" not in again.stdout
+
+    check = run_cli("--check", "--role", "block", cache=cache)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "4 files match their sha256" in check.stdout
+    assert "its GPT is as image.json says" in check.stdout
+
+
+def test_check_catches_a_disk_whose_gpt_differs_from_image_json(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    directory = real_rootfs_image(cache, tmp_path)
+    assert run_cli("--role", "block", "--format", "disk", "--offline", cache=cache).returncode == 0
+    record = json.loads((directory / "image.json").read_text())
+    record["disk"]["partitions"][1]["last_lba"] += 8
+    (directory / "image.json").write_text(json.dumps(record))
+    bad = run_cli("--check", "--role", "block", cache=cache)
+    assert bad.returncode == EXIT_FAILED
+    assert "partitions differ from image.json" in bad.stdout
+    assert "build-images --force --role block" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_disk_format_offline_without_bootloader_debs_is_refused(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    directory = real_rootfs_image(cache, tmp_path)
+    for deb in (cache / "debs" / "trixie").glob("*.deb"):
+        deb.unlink()
+    result = run_cli("--role", "block", "--format", "disk", "--offline", cache=cache)
+    assert result.returncode == EXIT_PREREQ, result.stdout + result.stderr
+    assert "shim-signed" in result.stderr and "without --offline" in result.stderr
     assert "Traceback" not in result.stderr
+    assert load_image_info(directory).format == "rootfs"
+    assert not (directory / "block.disk.qcow2").exists()
+    assert not list(directory.parent.glob(".disk-staging-*"))
 
 
 def test_offline_without_a_cache_says_build_online_first(tmp_path: Path) -> None:

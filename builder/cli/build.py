@@ -15,6 +15,7 @@ from builder.cli.common import Target, invoke, locked
 from builder.errors import StackseedError
 from builder.images import build
 from builder.images.contract import RELEASES
+from builder.images.disk import summary
 from builder.paths import ELEMENTS
 from builder.roles import ROLES
 
@@ -62,7 +63,8 @@ def _cache_lock(options: build.Options) -> Iterator[None]:
     default="rootfs",
     show_default=True,
     help="rootfs: qcow2 root filesystem + kernel + initrd (direct kernel boot); "
-    "disk: whole-disk bootable image for bare metal (needs device-mapper).",
+    "disk: also a whole-disk GPT image that boots under UEFI (Debian's signed shim and grub, "
+    "root filesystem by UUID), for firmware-booted nodes and bare metal.",
 )
 @click.option("--check", "check_only", is_flag=True, help="Verify built images against sha256.")
 @click.option("--mirror", default=build.dib.DEBIAN_MIRROR, show_default=True, help="Debian mirror.")
@@ -133,6 +135,13 @@ def command(
                 f"[green]{outcome.role}[/]: built in {outcome.seconds:.0f} s, "
                 f"{size / (1 << 20):.0f} MiB, {outcome.downloaded / (1 << 20):.0f} MiB of .debs "
                 f"downloaded -> {outcome.info.directory}"
+            )
+        disk_info, disk_path = outcome.info.disk, outcome.info.disk_path
+        if outcome.disk_seconds is not None and disk_info is not None and disk_path is not None:
+            console.print(
+                f"[green]{outcome.role}[/]: whole-disk image assembled in "
+                f"{outcome.disk_seconds:.0f} s, {disk_path.stat().st_size / (1 << 20):.0f} MiB "
+                f"on disk; {summary(disk_info)}; bootloader {', '.join(disk_info.bootloader)}"
             )
 
 

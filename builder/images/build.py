@@ -1,18 +1,22 @@
-"""build-images: decide which role images are stale, build those one at a time, publish them."""
+"""build-images: decide which role images are stale, build those one at a time, publish them.
+
+With --format disk, each role's whole-disk image is then assembled from its root filesystem
+(builder/images/disk.py) when it is missing or was made from another one.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rich.console import Console
 
 from builder.errors import PrerequisiteError, StackseedError
-from builder.images import debcache, dib, prereqs
-from builder.images.contract import IMAGE_JSON, ImageInfo, image_dir, load_image_info
+from builder.images import bootloader, debcache, dib, disk, prereqs
+from builder.images.contract import IMAGE_JSON, ImageInfo, add_disk, image_dir, load_image_info
 from builder.images.key import content_key, dib_version
 from builder.images.progress import ProgressView, relevant_lines
 from builder.paths import ELEMENTS, cache_root
@@ -27,7 +31,7 @@ class Options:
     cache: Path | None = None  # default builder.paths.cache_root()
     force: bool = False
     offline: bool = False
-    fmt: str = "rootfs"
+    fmt: str = "rootfs"  # rootfs, or disk: also a whole-disk image
     mirror: str = dib.DEBIAN_MIRROR
     security_mirror: str = dib.SECURITY_MIRROR
     elements_dir: Path = ELEMENTS
@@ -59,6 +63,8 @@ class Step:
     key: str
     directory: Path
     reason: str | None  # None: up to date
+    disk_key: str | None = None  # with --format disk
+    disk_reason: str | None = None  # None: no disk wanted, or it is up to date
 
 
 @dataclass
@@ -70,6 +76,7 @@ class Outcome:
     downloaded: int = 0
     log: Path | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    disk_seconds: float | None = None  # set when a whole-disk image was assembled
 
 
 def _staleness(directory: Path, key: str, force: bool) -> str | None:
@@ -88,6 +95,19 @@ def _staleness(directory: Path, key: str, force: bool) -> str | None:
     return None
 
 
+def _disk_staleness(directory: Path, key: str, rootfs_reason: str | None) -> str | None:
+    if rootfs_reason is not None:
+        return f"root filesystem to be built ({rootfs_reason})"
+    info = load_image_info(directory)
+    if info.disk is None:
+        return "not assembled yet"
+    if info.disk.key != key:
+        return "root filesystem or disk recipe changed"
+    if info.disk_path is None or not info.disk_path.is_file():
+        return "disk image missing"
+    return None
+
+
 def plan(options: Options) -> list[Step]:
     """For each requested role: its content key and why it needs building (None: it does not)."""
     version = dib_version()
@@ -98,11 +118,17 @@ def plan(options: Options) -> list[Step]:
                 f"unknown role {role!r}", fix=f"use one of: {', '.join(sorted(ROLES))}"
             )
         element = ROLES[role].element
-        key = content_key(
-            element, role, options.release, options.fmt, options.elements_dir, version
-        )
+        # diskimage-builder always makes the root filesystem; a disk is assembled from it.
+        key = content_key(element, role, options.release, "rootfs", options.elements_dir, version)
         directory = image_dir(options.release, role, options.images_dir)
-        steps.append(Step(role, element, key, directory, _staleness(directory, key, options.force)))
+        reason = _staleness(directory, key, options.force)
+        step = Step(role, element, key, directory, reason)
+        if options.fmt == "disk":
+            dkey = disk.disk_key(key)
+            step = replace(
+                step, disk_key=dkey, disk_reason=_disk_staleness(directory, dkey, reason)
+            )
+        steps.append(step)
     return steps
 
 
@@ -127,7 +153,7 @@ def build_one(step: Step, options: Options, console: Console, env: dict[str, str
         role=step.role,
         element=step.element,
         release=options.release,
-        fmt=options.fmt,
+        fmt="rootfs",
         elements_dir=options.elements_dir,
         deb_cache=options.deb_cache,
         dib_cache=options.dib_cache,
@@ -179,15 +205,60 @@ def build_one(step: Step, options: Options, console: Console, env: dict[str, str
     return Outcome(step.role, True, info, seconds, downloaded, log, stats)
 
 
+def _tool_env(env: dict[str, str]) -> dict[str, str]:
+    return {"PATH": env.get("PATH", os.defpath), "LC_ALL": "C", "HOME": env.get("HOME", "/")}
+
+
+def assemble_disk(
+    step: Step, info: ImageInfo, options: Options, console: Console, env: dict[str, str]
+) -> tuple[ImageInfo, float]:
+    """Assemble the role's whole-disk image from its root filesystem and add it to the image
+    directory; the time it took."""
+    assert step.disk_key is not None
+    console.print(f"[bold]{step.role}[/]: assembling the whole-disk image ({step.disk_reason})")
+    started = time.monotonic()
+    tools = _tool_env(env)
+    options.deb_cache.mkdir(parents=True, exist_ok=True)
+    loader = bootloader.collect(
+        options.deb_cache,
+        options.release,
+        tools,
+        offline=options.offline,
+        mirror=options.mirror,
+        security_mirror=options.security_mirror,
+    )
+    staging = step.directory.parent / f".disk-staging-{step.role}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        described = disk.assemble(
+            role=step.role,
+            release=options.release,
+            rootfs=info.rootfs_path,
+            key=step.disk_key,
+            bootloader=loader,
+            out=staging / f"{step.role}.disk.qcow2",
+            work=staging / "work",
+            env=tools,
+        )
+        info = add_disk(info, staging / described.file, described)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return info, time.monotonic() - started
+
+
 def build(options: Options, console: Console, env: dict[str, str] | None = None) -> list[Outcome]:
-    """Build every stale role in `options.roles`, one at a time; report the fresh ones."""
+    """Build every stale role in `options.roles`, one at a time, and with --format disk
+    assemble every stale whole-disk image; report the fresh ones."""
     env = dict(os.environ) if env is None else env
     steps = plan(options)
     stale = [s for s in steps if s.reason is not None]
-    if stale:
+    disks = [s for s in steps if s.disk_reason is not None]
+    if stale or disks:
         options.images_dir.mkdir(parents=True, exist_ok=True)
-        prereqs.check_build(options.images_dir, fmt=options.fmt, path=env.get("PATH"))
-        if options.offline:
+        prereqs.check_build(
+            options.images_dir, fmt=options.fmt, path=env.get("PATH"), dib=bool(stale)
+        )
+        if stale and options.offline:
             _check_offline(options)
     outcomes = []
     for step in steps:
@@ -195,11 +266,16 @@ def build(options: Options, console: Console, env: dict[str, str] | None = None)
             info = load_image_info(step.directory)
             console.print(
                 f"[green]{step.role}[/]: up to date ({options.release}, key {step.key[:12]}), "
-                f"nothing to do"
+                f"nothing to do" + (" for its root filesystem" if step.disk_reason else "")
             )
-            outcomes.append(Outcome(step.role, False, info))
-            continue
-        outcomes.append(build_one(step, options, console, env))
+            outcome = Outcome(step.role, False, info)
+        else:
+            outcome = build_one(step, options, console, env)
+        if step.disk_reason is not None:
+            outcome.info, outcome.disk_seconds = assemble_disk(
+                step, outcome.info, options, console, env
+            )
+        outcomes.append(outcome)
     return outcomes
 
 
@@ -219,6 +295,14 @@ def check(options: Options, console: Console) -> list[str]:
         if wrong:
             console.print(f"[red]{role}[/]: sha256 mismatch: {', '.join(wrong)}")
             bad.extend(f"{role}: {name}" for name in wrong)
-        else:
-            console.print(f"[green]{role}[/]: {len(info.sha256)} files match their sha256")
+            continue
+        console.print(f"[green]{role}[/]: {len(info.sha256)} files match their sha256")
+        if info.disk is not None and info.disk_path is not None:
+            problems = disk.check(info.disk, info.disk_path, _tool_env(dict(os.environ)), directory)
+            if problems:
+                console.print(f"[red]{role}[/]: whole-disk image: {'; '.join(problems)}")
+                bad.extend(f"{role}: {p}" for p in problems)
+            else:
+                summary = disk.summary(info.disk)
+                console.print(f"[green]{role}[/]: {summary}: its GPT is as image.json says")
     return bad

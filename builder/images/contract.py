@@ -241,6 +241,29 @@ def find_disk_image(release: str, role: str, images_dir: Path | None = None) -> 
     return info
 
 
+def add_disk(info: ImageInfo, assembled: Path, disk: DiskInfo) -> ImageInfo:
+    """Move the whole-disk image `assembled` into `info`'s directory as `disk.file` and make
+    image.json say so (format disk, its description and sha256), image.json last: a reader sees
+    the old image or the new one. The other files are not touched: a lab may be using them."""
+    directory = info.directory
+    path = directory / IMAGE_JSON
+    record = json.loads(path.read_text())
+    sums = {k: v for k, v in record["sha256"].items() if k != (info.disk and info.disk.file)}
+    sums[disk.file] = file_sha256(assembled)
+    record.update(format="disk", disk=disk.model_dump(mode="json"), sha256=sums)
+    assembled.replace(directory / disk.file)
+    listing = "".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items()))
+    _replace(directory / "SHA256SUMS", listing)
+    _replace(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return load_image_info(directory)
+
+
+def _replace(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:

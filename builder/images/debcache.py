@@ -3,6 +3,8 @@
 Offline, the cache directory is the image's only apt source (`deb [trusted=yes] file:... ./`),
 so it needs a Packages index: the control fields of each .deb plus Filename, Size and SHA256.
 Control fields come from `dpkg-deb -f`; results are remembered per file so re-indexing is cheap.
+The whole-disk assembly takes its bootloader packages from here (`newest`), fetched with the
+host's apt-get when missing (`download`).
 """
 
 from __future__ import annotations

@@ -20,9 +20,11 @@ from builder.errors import StackseedError
 # Bump when the way images are built changes in a way the element files do not show.
 RECIPE = 1
 
+# What diskimage-builder is asked for. There is one output format: a whole-disk image
+# (build-images --format disk) is assembled from this one's root filesystem afterwards
+# (builder/images/disk.py), so it needs no device-mapper and no second DIB run.
 FORMAT_ELEMENTS = {
     "rootfs": ("stackseed-rootfs",),
-    "disk": ("vm", "block-device-mbr", "baremetal"),
 }
 
 
@@ -106,7 +108,10 @@ def content_key(
 ) -> str:
     """The sha256 over everything that decides what the role's image contains."""
     if fmt not in FORMAT_ELEMENTS:
-        raise StackseedError(f"unknown image format {fmt!r}", fix="use rootfs or disk")
+        raise StackseedError(
+            f"unknown diskimage-builder output format {fmt!r}",
+            fix=f"use one of: {', '.join(FORMAT_ELEMENTS)}",
+        )
     if not (elements_dir / element).is_dir():
         raise StackseedError(
             f"element {element!r} for role {role!r} not found in {elements_dir}",
