@@ -69,10 +69,18 @@ class PlannedNode:
     disks: tuple[PlannedDisk, ...]
     element: str
     template: str
+    boot: str = "kernel"  # kernel (direct kernel boot) | firmware (UEFI boots the whole disk)
+    firmware: str | None = None  # uefi | uefi-secure, for boot firmware
+    seed_bus: str | None = None  # cdrom (SATA) | usb, for boot firmware
+    nic_model: str = "virtio"
 
     @property
     def domain_name(self) -> str:
         return self.name
+
+    @property
+    def boots_firmware(self) -> bool:
+        return self.boot == "firmware"
 
 
 @dataclass(frozen=True)
@@ -153,6 +161,10 @@ def _plan_node(topo: Topology, node: Node) -> PlannedNode:
         disks=tuple(PlannedDisk(d.serial, d.size, d.purpose) for d in node.disks),
         element=role.element,
         template=role.template,
+        boot=node.boot,
+        firmware=node.firmware_kind,
+        seed_bus=node.seed_bus,
+        nic_model=node.nic_model,
     )
 
 

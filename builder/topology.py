@@ -137,6 +137,16 @@ class Disk(_Strict):
         return value
 
 
+# How a node starts. kernel: the lab's shortcut, the launcher hands QEMU the role image's kernel,
+# initrd and command line. firmware: like a server, UEFI firmware boots the role's whole-disk
+# image (build-images --format disk) with fresh NVRAM.
+Boot = Literal["kernel", "firmware"]
+Firmware = Literal["uefi", "uefi-secure"]
+# Where a firmware-booted node finds its seed: a CD on SATA, or a USB stick.
+SeedBus = Literal["cdrom", "usb"]
+NicModel = Literal["virtio", "e1000e", "e1000", "rtl8139"]
+
+
 class Node(_Strict):
     name: Label
     role: str
@@ -145,6 +155,10 @@ class Node(_Strict):
     memory: Size | None = None
     vcpus: int | None = Field(None, ge=1, le=64)
     disks: tuple[Disk, ...] = ()
+    boot: Boot = "kernel"
+    firmware: Firmware | None = None  # boot: firmware only; default uefi
+    seed: SeedBus | None = None  # boot: firmware only; default cdrom
+    nic_model: NicModel = "virtio"
 
     @field_validator("role")
     @classmethod
@@ -167,6 +181,14 @@ class Node(_Strict):
     @property
     def cpus(self) -> int:
         return self.vcpus or ROLES[self.role].vcpus
+
+    @property
+    def firmware_kind(self) -> Firmware | None:
+        return (self.firmware or "uefi") if self.boot == "firmware" else None
+
+    @property
+    def seed_bus(self) -> SeedBus | None:
+        return (self.seed or "cdrom") if self.boot == "firmware" else None
 
 
 class Topology(_Strict):
@@ -264,6 +286,16 @@ class Topology(_Strict):
                 raise At(f"{where}: needs a nic on the management network {mgmt.name}", *at, "nics")
             _unique(where, "nic network", nets, *at, "nics")
         _unique(where, "disk serial", [d.serial for d in node.disks], *at, "disks")
+        if node.boot == "kernel":
+            for key in ("firmware", "seed"):
+                if getattr(node, key) is not None:
+                    raise At(
+                        f"{where}: {key} applies only to a node that boots its firmware; add "
+                        f"'boot: firmware' (its role then needs build-images --format disk), or "
+                        f"remove {key}",
+                        *at,
+                        key,
+                    )
         needed = ROLES[node.role].needs_disk
         if needed and not any(d.purpose == needed for d in node.disks):
             raise At(

@@ -17,13 +17,15 @@ from rich.table import Table
 
 from builder.cli.common import Lab, Target, err, lab_lock, out, topology_options
 from builder.errors import PrerequisiteError, StackseedError, UsageError
-from builder.images.contract import find_image
+from builder.images.contract import ImageInfo, find_disk_image, find_image
+from builder.plan import Plan
 from builder.seed import write_all_seeds
 from vms import doctor as doctor_mod
 from vms import domains, launcher, ssh, watch
 from vms.accel import Accel, choose
 from vms.connect import is_local, is_test_driver, open_connection, resolve_uri
 from vms.console import Progress, follow
+from vms.firmware import check_installed
 from vms.storage import default_pool_dir
 
 
@@ -116,11 +118,9 @@ def up(
     # The lock covers the changes only: following the boot (--wait) reads consoles, and a
     # `lab reboot` meanwhile (the benches reboot a node mid-boot) must not be refused.
     with lab_lock(lab):
-        images = {
-            role: find_image(plan.topology.lab.release, role, images_dir)
-            for role in sorted({n.role for n in plan.nodes})
-        }
+        images = role_images(plan, images_dir)
         conn = open_connection(uri)
+        _check_firmware(conn, uri, plan)
         chosen = _accel(conn, uri, accel)
         if nat:
             err.print("[yellow]warning:[/yellow] --nat: the management network is routed outside")
@@ -148,6 +148,24 @@ def up(
         out.print(f"left off: {', '.join(sorted(hold))} ('lab up' starts them)")
     if wait:
         _wait(conn, lab, until, timeout, [n.name for n in plan.nodes if n.name not in hold])
+
+
+def role_images(plan: Plan, images_dir: Path | None) -> dict[str, ImageInfo]:
+    """Each role's image; with its whole-disk image where a node of the role boots firmware
+    (PrerequisiteError naming 'build-images --role R --format disk' when it is not there)."""
+    release = plan.topology.lab.release
+    firmware = {n.role for n in plan.nodes if n.boots_firmware}
+    return {
+        role: (find_disk_image if role in firmware else find_image)(release, role, images_dir)
+        for role in sorted({n.role for n in plan.nodes})
+    }
+
+
+def _check_firmware(conn: libvirt.virConnect, uri: str, plan: Plan) -> None:
+    kinds = {n.firmware for n in plan.nodes if n.boots_firmware and n.firmware}
+    # Only where libvirt runs here can its firmware files be looked at.
+    if kinds and is_local(uri) and not is_test_driver(conn):
+        check_installed(kinds)
 
 
 def _up_from(

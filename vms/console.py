@@ -30,6 +30,10 @@ FATAL = (
     "Give root password for maintenance",
     "Cannot open root device",
     "ALERT!  ",  # initramfs-tools could not find the root device
+    # A firmware-booted node: grub found no kernel (its search by UUID failed), or shim refused
+    # an unsigned binary under Secure Boot.
+    "error: you need to load the kernel first",
+    "Verification failed: ",
 )
 _STAGES = {
     "init-local": "cloud-init:local",

@@ -10,11 +10,11 @@ from pathlib import Path
 import libvirt
 
 from builder.errors import StackseedError
-from builder.images.contract import ImageInfo, find_image
+from builder.images.contract import ImageInfo, find_disk_image, find_image
 from builder.images.contract import verify as verify_image
 from builder.plan import Plan
 from builder.sizes import format_size
-from vms import accel
+from vms import accel, firmware
 from vms.connect import is_local, open_connection
 
 # Room an overlay grows into over a first boot (packages are in the image; logs and databases
@@ -44,10 +44,19 @@ def run_checks(plan: Plan, uri: str, pool_dir: Path, images_dir: Path | None) ->
     local = is_local(uri)
     checks.append(_qemu(local))
     checks.append(_accel(local))
+    kinds = {n.firmware for n in plan.nodes if n.boots_firmware and n.firmware}
+    if kinds:
+        checks.append(_ovmf(local, kinds))
     found: dict[str, ImageInfo] = {}
     for role in sorted({n.role for n in plan.nodes}):
+        # A role with a firmware-booted node needs its whole-disk image too.
+        find = (
+            find_disk_image
+            if any(n.boots_firmware and n.role == role for n in plan.nodes)
+            else find_image
+        )
         try:
-            image = find_image(plan.topology.lab.release, role, images_dir)
+            image = find(plan.topology.lab.release, role, images_dir)
         except StackseedError as exc:
             checks.append(Check(f"image {role}", False, exc.message, exc.fix or ""))
             continue
@@ -97,8 +106,25 @@ def _accel(local: bool) -> Check:
     return Check("acceleration", True, f"{chosen.mode.upper()}{nested}: {chosen.reason}")
 
 
+def _ovmf(local: bool, kinds: set[str]) -> Check:
+    if not local:
+        return Check("uefi firmware", True, "remote host: not checked from here")
+    try:
+        firmware.check_installed(kinds)
+    except StackseedError as exc:
+        return Check("uefi firmware", False, exc.message, exc.fix or "")
+    files = sorted({str(firmware.firmware(k).code) for k in kinds})
+    return Check("uefi firmware", True, f"{', '.join(files)} (for the nodes with boot: firmware)")
+
+
 def _disk(plan: Plan, pool_dir: Path, found: dict[str, ImageInfo]) -> Check:
     need = sum(p.stat().st_size for image in found.values() for p in image.boot_files())
+    need += sum(
+        image.disk_path.stat().st_size
+        for role, image in found.items()
+        if image.disk_path is not None
+        and any(n.boots_firmware and n.role == role for n in plan.nodes)
+    )
     need += OVERLAY_GROWTH * len(plan.nodes)
     need += sum(d.size for node in plan.nodes for d in node.disks)
     probe = pool_dir

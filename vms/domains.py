@@ -1,4 +1,5 @@
-"""A lab node as a libvirt domain: direct kernel boot, the plan's NICs and disks, a console log."""
+"""A lab node as a libvirt domain: direct kernel boot (or UEFI firmware booting the role's
+whole-disk image, for a node with boot: firmware), the plan's NICs and disks, a console log."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import libvirt
 from builder.images.contract import ImageInfo
 from builder.plan import Plan, PlannedNode
 from vms.accel import Accel
+from vms.firmware import firmware
 from vms.naming import libvirt_name, object_uuid, owned_suffix
 from vms.xml import domain_spec, render
 
@@ -17,6 +19,9 @@ log = logging.getLogger(__name__)
 
 # Differences in these keys of a node's record cannot be applied to an existing node.
 HARDWARE = ("role", "accel", "image", "memory", "vcpus", "nics", "disks")
+# Recorded only for nodes that differ from the default (kernel boot, virtio NICs), so a default
+# node's record, and its domain XML, are what they were before these existed.
+OPTIONAL_HARDWARE = ("boot", "nic_model")
 _STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: "no state",
     libvirt.VIR_DOMAIN_RUNNING: "running",
@@ -30,19 +35,25 @@ _STATES = {
 
 
 def spec(plan: Plan, node: PlannedNode, image: ImageInfo, accel: Accel, seed_sha: str) -> dict:
-    """The launcher's record of a node, kept in the domain's <metadata>: what `up` compares."""
-    return {
+    """The launcher's record of a node, kept in the domain's <metadata>: what `up` compares.
+    A firmware-booted node's image is its whole-disk image, named by that disk's key."""
+    record = {
         "lab": plan.lab,
         "node": node.name,
         "role": node.role,
         "accel": accel.virt_type,
-        "image": image.key,
+        "image": image.disk.key if node.boots_firmware and image.disk else image.key,
         "memory": f"{node.memory >> 20}MiB",
         "vcpus": str(node.vcpus),
         "nics": " ".join(f"{n.network}={n.mac}" for n in node.nics),
         "disks": " ".join(f"{d.serial}:{d.size}" for d in node.disks),
         "seed": seed_sha[:16],
     }
+    if node.boots_firmware:
+        record["boot"] = f"firmware {node.firmware} seed={node.seed_bus}"
+    if node.nic_model != "virtio":
+        record["nic_model"] = node.nic_model
+    return record
 
 
 def desired_xml(
@@ -51,22 +62,33 @@ def desired_xml(
     *,
     record: dict,
     accel: Accel,
-    cmdline: str,
-    kernel: str,
-    initrd: str,
+    cmdline: str | None,
+    kernel: str | None,
+    initrd: str | None,
     root: str,
     disks: list[tuple[str, str]],  # (serial, path) in topology order
     seed: str,
     console_log: Path,
 ) -> str:
-    if "console=ttyS0" not in cmdline.split():
-        cmdline = f"{cmdline} console=ttyS0"
-    if accel.mode == "tcg" and not any(arg.startswith("tsc=") for arg in cmdline.split()):
-        # Under TCG on a busy host the guest's TSC checks fail ("TSCs unsynchronized"), the
-        # kernel falls back to the HPET, and every clock read becomes an emulated MMIO access:
-        # systemd then starves (units fail with result 'protocol', networkd and udevd die).
-        # QEMU derives every vCPU's TSC from one host clock, so it is reliable here.
-        cmdline = f"{cmdline} tsc=reliable"
+    """The domain XML of a node; `kernel`, `initrd` and `cmdline` are for direct kernel boot
+    and ignored for a node that boots its firmware."""
+    boot: dict[str, object]
+    if node.boots_firmware:
+        assert node.firmware is not None
+        boot = {"firmware": firmware(node.firmware), "seed_bus": node.seed_bus}
+        kernel = initrd = cmdline = None
+    else:
+        boot = {"firmware": None, "seed_bus": None}
+        assert cmdline is not None
+        if "console=ttyS0" not in cmdline.split():
+            cmdline = f"{cmdline} console=ttyS0"
+        if accel.mode == "tcg" and not any(arg.startswith("tsc=") for arg in cmdline.split()):
+            # Under TCG on a busy host the guest's TSC checks fail ("TSCs unsynchronized"), the
+            # kernel falls back to the HPET, and every clock read becomes an emulated MMIO
+            # access: systemd then starves (units fail with result 'protocol', networkd and
+            # udevd die). QEMU derives every vCPU's TSC from one host clock, so it is reliable
+            # here. (A firmware-booted node gets it from its grub.cfg, on QEMU only.)
+            cmdline = f"{cmdline} tsc=reliable"
     return render(
         "domain.xml.j2",
         virt_type=accel.virt_type,
@@ -86,6 +108,7 @@ def desired_xml(
         seed=seed,
         networks={n.name: libvirt_name(plan.lab, n.name) for n in plan.networks},
         console_log=console_log,
+        **boot,
     )
 
 
@@ -105,9 +128,9 @@ def record_of(dom: libvirt.virDomain) -> dict[str, str]:
 
 def differences(have: dict[str, str], want: dict[str, str]) -> list[str]:
     return [
-        f"{key} {have.get(key) or '(none)'} -> {want[key] or '(none)'}"
-        for key in HARDWARE
-        if have.get(key) != want[key]
+        f"{key} {have.get(key) or '(none)'} -> {want.get(key) or '(none)'}"
+        for key in (*HARDWARE, *OPTIONAL_HARDWARE)
+        if have.get(key) != want.get(key)
     ]
 
 

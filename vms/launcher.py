@@ -1,5 +1,9 @@
 """up / down / status: converge libvirt onto a Plan, and take a lab away without leftovers.
 
+A node that boots its firmware (boot: firmware) gets the role's whole-disk image as the base of
+its root overlay and no kernel or initrd; everything else (volumes, seeds, status, down) is the
+same for both kinds.
+
 Order matters for `lab up` being safe to kill at any point:
   pool, networks -> every node's volumes -> per node: define, start.
 A node's domain is defined only once its volumes are complete, so on a re-run a node without a
@@ -119,11 +123,26 @@ def up(
             )
             dom = conn.defineXML(xml)
             report.did(f"domain {node.name}: defined ({launch.accel.mode})")
+            if node.name not in launch.hold and node.boots_firmware:
+                _start_with_fresh_nvram(dom)
+                report.did(f"domain {node.name}: started (UEFI, fresh NVRAM)")
         if node.name not in launch.hold and not dom.isActive():
             dom.create()
             report.did(f"domain {node.name}: started")
         checkpoint(f"domain:{node.name}")
     return report
+
+
+def _start_with_fresh_nvram(dom: libvirt.virDomain) -> None:
+    """First start of a newly defined firmware node: its NVRAM is made anew from the template
+    even if a file of that name was left behind, so the firmware has no boot entries."""
+    try:
+        dom.createWithFlags(libvirt.VIR_DOMAIN_START_RESET_NVRAM)
+    except libvirt.libvirtError as exc:
+        # libvirt's test driver takes no start flags; it has no NVRAM either.
+        if exc.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:
+            raise
+        dom.create()
 
 
 def _preflight(
@@ -165,6 +184,19 @@ def _preflight(
         )
 
 
+# Base volumes by kind: what a kernel-booted node boots from, and what a firmware-booted one does.
+KERNEL_KINDS = ("qcow2", "vmlinuz", "initrd")
+DISK_KIND = "disk"
+
+
+def _bases_of(image: ImageInfo, firmware: bool) -> list[tuple[str, str, Path]]:
+    """(kind, content key, file) of the base volumes a node of `image`'s role needs."""
+    if firmware:
+        assert image.disk is not None and image.disk_path is not None
+        return [(DISK_KIND, image.disk.key, image.disk_path)]
+    return [(k, image.key, p) for k, p in zip(KERNEL_KINDS, image.boot_files(), strict=True)]
+
+
 def _ensure_bases(
     conn: libvirt.virConnect,
     pool: libvirt.virStoragePool,
@@ -173,23 +205,24 @@ def _ensure_bases(
     fresh: list[PlannedNode],
     report: Report,
 ) -> dict[str, dict[str, str]]:
-    """Per role: paths of the base image, kernel and initrd volumes in the pool."""
+    """Per role: paths of the base volumes in the pool (image, kernel and initrd for
+    kernel-booted nodes, the whole-disk image for firmware-booted ones)."""
     records = [domains.record_of(dom) for dom in existing.values()]
     in_use = {(rec.get("role"), rec.get("image")) for rec in records}
     bases: dict[str, dict[str, str]] = {}
     for role in sorted({node.role for node in launch.plan.nodes}):
         image = launch.images[role]
-        trusted = (role, image.key) in in_use
+        nodes = [n for n in launch.plan.nodes if n.role == role]
         paths = {}
-        files = zip(("qcow2", "vmlinuz", "initrd"), image.boot_files(), strict=True)
-        for kind, src in files:
-            name = base_volume(role, image.key, kind)
-            vol = storage.lookup(pool, name)
-            if vol is not None and trusted:
-                paths[kind] = vol.path()
-            elif any(n.role == role for n in fresh):
-                paths[kind] = storage.upload(conn, pool, name, src)
-                report.did(f"image {role}: {src.name} copied into the pool")
+        for firmware in sorted({n.boots_firmware for n in nodes}):
+            for kind, key, src in _bases_of(image, firmware):
+                name = base_volume(role, key, kind)
+                vol = storage.lookup(pool, name)
+                if vol is not None and (role, key) in in_use:
+                    paths[kind] = vol.path()
+                elif any(n.role == role and n.boots_firmware == firmware for n in fresh):
+                    paths[kind] = storage.upload(conn, pool, name, src)
+                    report.did(f"image {role}: {src.name} copied into the pool")
         bases[role] = paths
     return bases
 
@@ -210,7 +243,7 @@ def _remove_orphan_volumes(
             keep |= {disk_volume(node.name, d.serial) for d in node.disks}
     for rec in map(domains.record_of, existing.values()):
         image = rec.get("image", "")
-        keep |= {base_volume(rec.get("role", ""), image, k) for k in ("qcow2", "vmlinuz", "initrd")}
+        keep |= {base_volume(rec.get("role", ""), image, k) for k in (*KERNEL_KINDS, DISK_KIND)}
     for name in storage.volume_names(pool):
         if name not in keep:
             storage.delete(pool, name)
@@ -225,9 +258,14 @@ def _node_volumes(
     bases: dict[str, dict[str, str]],
 ) -> dict:
     base = bases[node.role]
-    image_size = launch.images[node.role].rootfs_path
+    image = launch.images[node.role]
+    if node.boots_firmware:
+        assert image.disk_path is not None
+        backing, image_file = base[DISK_KIND], image.disk_path
+    else:
+        backing, image_file = base["qcow2"], image.rootfs_path
     root = storage.create(
-        pool, root_volume(node.name), _virtual_size(image_size), "qcow2", backing=base["qcow2"]
+        pool, root_volume(node.name), _virtual_size(image_file), "qcow2", backing=backing
     )
     disks = [
         (d.serial, storage.create(pool, disk_volume(node.name, d.serial), d.size, "raw").path())
@@ -235,8 +273,8 @@ def _node_volumes(
     ]
     seed = storage.upload(conn, pool, seed_volume(node.name), launch.seeds[node.name])
     return {
-        "kernel": base["vmlinuz"],
-        "initrd": base["initrd"],
+        "kernel": None if node.boots_firmware else base["vmlinuz"],
+        "initrd": None if node.boots_firmware else base["initrd"],
         "root": root.path(),
         "disks": disks,
         "seed": seed,

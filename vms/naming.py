@@ -56,5 +56,6 @@ def seed_volume(node: str) -> str:
 
 
 def base_volume(role: str, key: str, kind: str) -> str:
-    """kind: qcow2, vmlinuz or initrd. The content key makes a rebuilt image a new volume."""
+    """kind: qcow2, vmlinuz, initrd, or disk (the whole-disk image, keyed by the disk's own key).
+    The content key makes a rebuilt image a new volume."""
     return f"base-{role}-{key[:16]}.{kind}"

@@ -267,7 +267,12 @@ def restore(
                 )
             began, target = time.monotonic(), Path(paths[disk.volume])
             copy_sparse(directory / disk.file, target, like=target)
-            base = paths.get(base_volume(node.role, launch.images[node.role].key, "qcow2"))
+            image = launch.images[node.role]
+            # A firmware-booted node's overlay sits on the whole-disk image, not the rootfs.
+            if node.boots_firmware and image.disk is not None:
+                base = paths.get(base_volume(node.role, image.disk.key, "disk"))
+            else:
+                base = paths.get(base_volume(node.role, image.key, "qcow2"))
             backing = qcow2_backing(target)
             if backing is not None and base is not None and backing != base:
                 rebase(target, base)

@@ -28,7 +28,7 @@ from builder.cli.common import (
 )
 from builder.errors import PrerequisiteError, StackseedError, UsageError
 from builder.fsutil import private_dir, write_private
-from builder.images.contract import ImageInfo, find_image
+from builder.images.contract import ImageInfo, find_disk_image, find_image
 from builder.resume import duration, step_clocks, wait_cloud
 from builder.seed import write_all_seeds
 from builder.snapshot_manifest import (
@@ -87,9 +87,12 @@ def _accel(virt_type: str) -> Accel:
 
 def _images(lab: Lab, images_dir: Path | None) -> dict[str, ImageInfo | None]:
     found: dict[str, ImageInfo | None] = {}
+    firmware = {n.role for n in lab.plan.nodes if n.boots_firmware}
     for role in sorted({n.role for n in lab.plan.nodes}):
+        # A role with a firmware-booted node needs its whole-disk image too.
+        find = find_disk_image if role in firmware else find_image
         try:
-            found[role] = find_image(lab.plan.topology.lab.release, role, images_dir)
+            found[role] = find(lab.plan.topology.lab.release, role, images_dir)
         except StackseedError:
             found[role] = None
     return found
