@@ -161,10 +161,12 @@ def test_esp_holds_shim_grub_and_a_grub_cfg_naming_the_root_uuid(built: dict) ->
     listing = run("fsck.fat", "-n", "-l", str(esp))
     for name in ("/EFI/BOOT/BOOTX64.EFI", "/EFI/BOOT/GRUBX64.EFI", "/EFI/BOOT/GRUB.CFG"):
         assert name in listing
+    assert "/EFI/BOOT/FBX64.EFI" not in listing, "shim's fallback would write boot entries"
     files = fat.read_files(esp)
     assert files["EFI/BOOT/BOOTX64.EFI"] == b"SHIM new"  # the newest cached shim
     assert files["EFI/BOOT/grubx64.efi"] == b"GRUB"
     cfg = files["EFI/BOOT/grub.cfg"].decode()
+    assert files["EFI/debian/grub.cfg"].decode() == cfg
     assert f"search --no-floppy --fs-uuid --set=root {FS_UUID}" in cfg
     assert f"linux /boot/vmlinuz-{KVER} root=UUID={FS_UUID} ro console=tty0 console=ttyS0" in cfg
     assert f"initrd /boot/initrd.img-{KVER}" in cfg

@@ -9,8 +9,10 @@ On the EFI system partition, at the removable-media path (firmware with fresh NV
 without a boot entry):
   \\EFI\\BOOT\\BOOTX64.EFI  shim, which starts grubx64.efi from its own directory
   \\EFI\\BOOT\\grubx64.efi  grub, which sources grub.cfg from its own directory
-  \\EFI\\BOOT\\mmx64.efi    MokManager, when shim must ask (only if its package is cached)
+  \\EFI\\BOOT\\mmx64.efi    MokManager, when shim must ask (if its package could be had)
   \\EFI\\BOOT\\grub.cfg     builder/data/grub-efi.cfg.j2
+  \\EFI\\debian\\grub.cfg   the same: signed grub looks in its built-in prefix (/EFI/debian)
+                         first and falls back to its own directory, so either way finds it
 shim's fallback (fbx64.efi) is left out on purpose: it would write boot entries and reset.
 """
 
@@ -42,7 +44,7 @@ PARTS = (
     ),
     Part("shim-helpers-amd64-signed", "usr/lib/shim/mmx64.efi.signed", "EFI/BOOT/mmx64.efi", False),
 )
-GRUB_CFG = "EFI/BOOT/grub.cfg"
+GRUB_CFGS = ("EFI/BOOT/grub.cfg", "EFI/debian/grub.cfg")
 
 
 @dataclass(frozen=True)

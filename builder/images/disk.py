@@ -24,7 +24,7 @@ import jinja2
 
 from builder.errors import PrerequisiteError, StackseedError
 from builder.images import ext4, fat, gpt
-from builder.images.bootloader import GRUB_CFG, Bootloader
+from builder.images.bootloader import GRUB_CFGS, Bootloader
 from builder.images.contract import DiskInfo, DiskPartition
 from builder.paths import DATA
 
@@ -275,7 +275,8 @@ def assemble(
         boot = ext4.boot_files(root)
         cmdline = f"root=UUID={sb.uuid} ro console=tty0 console=ttyS0"
         files = dict(bootloader.files)
-        files[GRUB_CFG] = grub_cfg(role, release, sb.uuid, boot, cmdline).encode()
+        config = grub_cfg(role, release, sb.uuid, boot, cmdline).encode()
+        files.update(dict.fromkeys(GRUB_CFGS, config))
         _make_esp(esp, esp_size, files, uuid.UUID(sb.uuid).hex[:8], env)
 
         root_size = _align(root.stat().st_size)
