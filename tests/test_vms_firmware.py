@@ -23,6 +23,7 @@ from builder.loader import parse  # noqa: E402
 from builder.plan import make_plan  # noqa: E402
 from vms import commands, domains, launcher  # noqa: E402
 from vms.console import Progress  # noqa: E402
+from vms.firmware import check_installed, firmware  # noqa: E402
 from vms.xml import domain_files, writable_disks  # noqa: E402
 
 HOST = Path(__file__).parent / "fixtures" / "vms_test_host.xml"
@@ -238,3 +239,15 @@ def test_missing_disk_image_names_the_build_command(tmp_path):
     assert err.value.fix == "build-images --role block --format disk"
     # Roles whose nodes all boot a kernel still take the rootfs image as before.
     assert find_image("trixie", "controller", images).disk is None
+
+
+def test_missing_ovmf_names_the_files_and_the_package(tmp_path):
+    with pytest.raises(PrerequisiteError) as err:
+        check_installed({"uefi"}, tmp_path)
+    assert str(tmp_path / "OVMF_CODE_4M.fd") in err.value.message
+    assert "OVMF_VARS_4M.fd" in err.value.message and "secboot" not in err.value.message
+    assert err.value.fix == "apt-get install -y ovmf"
+    for kind in ("uefi", "uefi-secure"):
+        for path in (firmware(kind, tmp_path).code, firmware(kind, tmp_path).vars):
+            path.write_bytes(b"flash")
+    check_installed({"uefi", "uefi-secure"}, tmp_path)
