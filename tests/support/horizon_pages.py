@@ -172,11 +172,17 @@ class Horizon:
 
     def step(self, wizard: Any, title: str) -> Any:
         """Switches the wizard to the step titled `title`; returns that step's element."""
-        link = wizard.find_element(
-            self.by.XPATH,
-            f".//ul//li[.//span[normalize-space()={literal(title)}]]/a",
+        item = wizard.find_element(
+            self.by.XPATH, f".//ul//li[.//span[normalize-space()={literal(title)}]]"
         )
-        self.click(link)
+        self.click(item.find_element(self.by.TAG_NAME, "a"))
+        # The nav item turns active in the same digest that shows the step: only then is the
+        # one visible step this one, not the step being left.
+        self.wait(
+            f"the wizard's {title} step",
+            lambda: "active" in (item.get_attribute("class") or "").split(),
+            timeout=60,
+        )
         return self.wait(
             f"the wizard's {title} step",
             lambda: self.visible("div.wizard-steps > div.step", within=wizard),
