@@ -107,7 +107,7 @@ def assert_refused(result, holder: Holder, command: str) -> None:
 
 
 def test_every_changing_lab_command_is_refused_while_one_holds_the_lab(hold, tmp_path) -> None:
-    pytest.importorskip("libvirt")  # up, down and reboot live in vms/
+    pytest.importorskip("libvirt")  # up, down, stop, start and reboot live in vms/
     holder = hold("lab", *seed_all(tmp_path, "first"))
     seconds = [
         seed_all(tmp_path, "second"),
@@ -115,6 +115,8 @@ def test_every_changing_lab_command_is_refused_while_one_holds_the_lab(hold, tmp
         ("up", "-t", str(DEFAULT), *URI),
         ("down", "-t", str(DEFAULT), *URI),
         ("reboot", "controller", "-t", str(DEFAULT), *URI),
+        ("stop", "-t", str(DEFAULT), *URI),
+        ("start", "controller", "-t", str(DEFAULT), *URI),
     ]
     for args in seconds:
         assert_refused(run(tmp_path, LAB, *args), holder, "lab seed --all -o")

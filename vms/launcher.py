@@ -24,7 +24,7 @@ from builder.errors import StackseedError
 from builder.images.contract import ImageInfo
 from builder.plan import Plan, PlannedNode
 from builder.state import LabState
-from vms import domains, networks, storage
+from vms import boots, domains, networks, storage
 from vms.accel import Accel
 from vms.console import Progress, read_progress
 from vms.naming import base_volume, disk_volume, root_volume, seed_volume
@@ -110,6 +110,7 @@ def up(
     for node in plan.nodes:
         dom = existing.get(node.name)
         if dom is None:
+            boots.forget(launch.state, node.name)
             logs = launch.state.console_log(node.name).parent
             logs.mkdir(parents=True, exist_ok=True, mode=0o700)
             xml = domains.desired_xml(
@@ -127,6 +128,10 @@ def up(
                 _start_with_fresh_nvram(dom)
                 report.did(f"domain {node.name}: started (UEFI, fresh NVRAM)")
         if node.name not in launch.hold and not dom.isActive():
+            if node.name in existing:
+                # Shut off since (a power cut, `lab stop`): it boots again, not for the first
+                # time; `--wait` must read this boot only.
+                boots.before_start(launch.state, node.name, dom)
             dom.create()
             report.did(f"domain {node.name}: started")
         checkpoint(f"domain:{node.name}")

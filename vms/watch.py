@@ -1,4 +1,7 @@
-"""`lab up --wait`: follow every node's console until it is ready, fails, stops or times out."""
+"""`lab up --wait`: follow every node's console until it is ready, fails, stops or times out.
+
+A node whose existing domain stackseed started again (`lab start`, `lab up` after a power cut)
+is followed from where that boot began, knowing whether it resumes first boot (vms/boots.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import libvirt
 from builder.errors import StackseedError, WaitTimeout
 from builder.plan import Plan
 from builder.state import LabState
-from vms import domains
+from vms import boots, domains
 from vms.console import LogReader, Progress, tail
 
 Update = Callable[[str, Progress, float], None]
@@ -32,7 +35,11 @@ def wait(
     start = time.monotonic()
     names = [node.name for node in plan.nodes] if names is None else names
     readers = {name: LogReader(state.console_log(name)) for name in names}
-    progress = {name: Progress() for name in names}
+    progress: dict[str, Progress] = {}
+    for name in names:
+        note = boots.read_note(state, name)
+        readers[name].offset = note.offset if note is not None else 0
+        progress[name] = boots.progress_for(note)
     reached: dict[str, float] = {}
     while True:
         owned = domains.owned(conn, plan.lab)

@@ -73,6 +73,7 @@ def _register_optional() -> None:
         "builder.cli.logs",
         "builder.cli.tempest",
         "builder.cli.snapshot",
+        "builder.cli.power",
     ):
         try:
             mod = __import__(module, fromlist=["register"])

@@ -1,0 +1,318 @@
+"""`lab stop` / `lab start`, and `lab up` after a power cut, through the CLI on libvirt's
+test:///default driver (real libvirt objects and state changes; nothing boots). A guest that
+ignores the power button is a real test-driver domain with on_poweroff=restart: libvirt keeps it
+running through an ACPI shutdown, as such a guest would be."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+libvirt = pytest.importorskip("libvirt")
+
+from click.testing import CliRunner  # noqa: E402
+
+from builder.errors import EXIT_FAILED, EXIT_TIMEOUT, StackseedError, WaitTimeout  # noqa: E402
+from builder.loader import load  # noqa: E402
+from builder.plan import make_plan  # noqa: E402
+from builder.state import LabState  # noqa: E402
+from tests.test_vms_launcher import TOPOLOGY, make_images  # noqa: E402
+from vms import boots, power, watch  # noqa: E402
+
+URI = "test:///default"
+LAB = "stackseed"
+NODES = ("controller", "block1")
+LABELS = {f"{LAB}-{n}" for n in NODES}
+# What a node's console shows on a later boot: the kernel, then cloud-init, which finishes
+# without a first-boot marker (first boot ran once, on the first boot).
+LATER_BOOT = (
+    "[    0.000000] Linux version 6.12.57+deb13-amd64\n"
+    "Cloud-init v. 25.1.4 running 'modules:final' at Mon, 01 Dec 2025 02:00:00 +0000. "
+    "Up 40.00 seconds.\n"
+    "Cloud-init v. 25.1.4 finished at Mon, 01 Dec 2025 02:00:01 +0000. Up 41.00 seconds\n"
+)
+
+
+def marker(node: str, phase: str, status: str) -> str:
+    return f"STACKSEED node={node} phase={phase} status={status}\n"
+
+
+@pytest.fixture
+def lab_cli(tmp_path: Path):
+    from builder.cli.lab import lab
+
+    # test:///default lives as long as one connection to it is open: hold one for the test.
+    held = libvirt.open(URI)
+    images = make_images(tmp_path / "images", ("controller", "block"))
+    state = tmp_path / "state"
+    common = ["-t", str(TOPOLOGY), "--state-dir", str(state), "--connect", URI]
+
+    def run(command: str, *extra: str) -> tuple[int, str]:
+        args = [command, *common, *extra]
+        if command == "up":
+            args += ["--images-dir", str(images), "--pool-dir", str(tmp_path / "pool")]
+        result = CliRunner().invoke(lab, args, catch_exceptions=False)
+        return result.exit_code, result.output
+
+    yield run, held, LabState(state / LAB)
+    run("down")
+    held.close()
+
+
+def running(conn) -> dict[str, bool]:
+    return {
+        d.name().removeprefix(f"{LAB}-"): bool(d.isActive())
+        for d in conn.listAllDomains()
+        if d.name() in {f"{LAB}-{n}" for n in NODES}
+    }
+
+
+def objects(conn) -> dict[str, object]:
+    """Everything `lab up` made, by identity: a stop or start must change none of it."""
+    pool = conn.storagePoolLookupByName(f"stackseed-{LAB}")
+    pool.refresh(0)
+    return {
+        "domains": sorted(d.UUIDString() for d in conn.listAllDomains() if d.name() in LABELS),
+        "networks": sorted(n.name() for n in conn.listAllNetworks() if n.name().startswith(LAB)),
+        "volumes": sorted(pool.listVolumes()),
+    }
+
+
+def deaf(conn, node: str) -> None:
+    """Make NODE's guest one that ignores the power button (libvirt restarts it instead)."""
+    dom = conn.lookupByName(f"{LAB}-{node}")
+    xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    dom.destroy()
+    conn.defineXML(
+        xml.replace("<on_poweroff>destroy</on_poweroff>", "<on_poweroff>restart</on_poweroff>")
+    )
+    dom.create()
+
+
+def test_stop_then_start_keeps_everything_and_orders_the_controller(lab_cli) -> None:
+    run, conn, _state = lab_cli
+    assert run("up")[0] == 0
+    made = objects(conn)
+    code, output = run("stop")
+    assert code == 0, output
+    # The node that joins the controller goes down first; the controller last.
+    assert output.index("block1: shutdown requested") < output.index("controller: shutdown")
+    assert "2 node(s) stopped; disks, networks and state kept" in output
+    assert running(conn) == {"controller": False, "block1": False}
+    assert objects(conn) == made
+    assert all(n.isActive() for n in conn.listAllNetworks() if n.name().startswith(LAB))
+
+    code, output = run("stop")
+    assert code == 0 and "every node already off: nothing to stop" in output, output
+
+    code, output = run("start")
+    assert code == 0, output
+    assert output.index("controller: started") < output.index("block1: started")
+    assert running(conn) == {"controller": True, "block1": True}
+    assert objects(conn) == made
+    code, output = run("start")
+    assert code == 0 and "every node already running: nothing to start" in output, output
+    code, output = run("up")
+    assert code == 0 and "nothing changed" in output, output
+
+
+def test_a_node_that_ignores_acpi_is_forced_off_and_named(lab_cli) -> None:
+    run, conn, _state = lab_cli
+    run("up")
+    deaf(conn, "controller")
+    started = time.monotonic()
+    code, output = run("stop", "--timeout", "1")
+    assert code == 0, output
+    assert time.monotonic() - started < 30
+    assert "block1: off" in output
+    assert "controller: forced off: still running after 1s" in output
+    assert "forced off after 1s without shutting down: controller" in output
+    assert running(conn) == {"controller": False, "block1": False}
+
+
+def test_stop_and_start_named_nodes_only(lab_cli) -> None:
+    run, conn, _state = lab_cli
+    run("up")
+    code, output = run("stop", "block1")
+    assert code == 0 and "1 node(s) stopped" in output and "'lab start block1'" in output
+    assert running(conn) == {"controller": True, "block1": False}
+    code, output = run("start", "block1", "block1")
+    assert code == 0 and "1 node(s) started" in output, output
+    assert running(conn) == {"controller": True, "block1": True}
+
+
+def test_unknown_nodes_are_refused_naming_the_topology(lab_cli) -> None:
+    run, conn, _state = lab_cli
+    run("up")
+    for command in ("stop", "start"):
+        with pytest.raises(StackseedError) as error:
+            run(command, "nova")
+        assert "'nova'" in str(error.value) and str(TOPOLOGY) in str(error.value)
+        assert "controller, block1" in (error.value.fix or "")
+    assert running(conn) == {"controller": True, "block1": True}
+
+
+def test_start_of_a_lab_that_was_never_made_changes_nothing(tmp_path) -> None:
+    from builder.cli.common import invoke
+    from builder.cli.lab import lab
+
+    conn = libvirt.open(URI)
+    try:
+        before = sorted(n.name() for n in conn.listAllNetworks())
+        args = ["start", "-t", str(TOPOLOGY), "--state-dir", str(tmp_path / "s"), "-c", URI]
+        code = invoke(lab, args, "lab")
+        assert code == EXIT_FAILED
+        assert sorted(n.name() for n in conn.listAllNetworks()) == before
+        # Stopping it is a no-op, not an error.
+        assert invoke(lab, ["stop", *args[1:]], "lab") == 0
+    finally:
+        conn.close()
+
+
+def test_start_refuses_naming_what_lab_up_must_make(lab_cli) -> None:
+    run, conn, _state = lab_cli
+    run("up")
+    run("stop")
+    conn.lookupByName(f"{LAB}-block1").undefine()
+    with pytest.raises(StackseedError) as error:
+        run("start")
+    assert "no node block1" in str(error.value) and "'lab up'" in (error.value.fix or "")
+    assert running(conn) == {"controller": False}  # nothing was started
+
+
+def test_lab_up_after_a_power_cut_starts_what_exists_and_makes_nothing(lab_cli) -> None:
+    """Every node off at once and the networks down (a host reboot, libvirtd restarted)."""
+    run, conn, state = lab_cli
+    run("up")
+    made = objects(conn)
+    state.console_log("controller").write_text(marker("controller", "firstboot", "done"))
+    for dom in conn.listAllDomains():
+        if dom.name() in LABELS:
+            dom.destroy()
+    for net in conn.listAllNetworks():
+        if net.name().startswith(LAB):
+            net.destroy()
+    code, output = run("up")
+    assert code == 0, output
+    assert "network mgmt: started" in output and "domain controller: started" in output
+    for word in ("defined", "created", "removed", "copied"):
+        assert word not in output, output
+    assert running(conn) == {"controller": True, "block1": True}
+    assert objects(conn) == made
+    # The boot before the power cut is kept, and this boot is known to be a later one.
+    assert "phase=firstboot status=done" in boots.previous_log(state, "controller").read_text()
+    assert boots.read_note(state, "controller") == boots.StartNote(0, "done")
+
+
+def test_start_wait_follows_this_boot_only(lab_cli) -> None:
+    run, _conn, state = lab_cli
+    run("up")
+    run("stop")
+    for node in NODES:
+        # What the node's console showed before the stop (first boot done), then what libvirt
+        # leaves after emptying the log at the start: this boot's lines (written by the test).
+        state.console_log(node).write_text(marker(node, "firstboot", "done"))
+
+    def boot_again() -> None:
+        time.sleep(1)
+        for node in NODES:
+            state.console_log(node).write_text(LATER_BOOT)
+
+    code, output = run("start")
+    assert code == 0, output
+    for node in NODES:
+        state.console_log(node).write_text("")  # libvirt empties the log as the domain starts
+    thread = threading.Thread(target=boot_again)
+    thread.start()
+    began = time.monotonic()
+    code, output = run("start", "--wait", "--timeout", "60")
+    thread.join()
+    assert code == 0, output
+    assert time.monotonic() - began >= 1  # it waited for this boot, not the old 'done'
+    assert "already running: nothing to start" in output
+    assert "all 2 node(s) ready" in output
+    assert "no cloud to wait for" in output
+
+
+# --- the boot notes and the watcher, on the same driver ----------------------------------
+
+
+@pytest.fixture
+def made(lab_cli):
+    run, conn, state = lab_cli
+    run("up")
+    return conn, make_plan(load(TOPOLOGY)), state
+
+
+def follow(conn, plan, state, node: str, timeout: float) -> dict[str, float]:
+    return watch.wait(conn, plan, state, timeout=timeout, interval=0.05, names=[node])
+
+
+def test_a_node_stopped_mid_first_boot_is_ready_only_once_first_boot_resumes_and_ends(made):
+    conn, plan, state = made
+    log = state.console_log("block1")
+    log.write_text(marker("block1", "20-lvm", "start") + marker("block1", "20-lvm", "interrupted"))
+    power.stop(conn, plan, ["block1"], timeout=10)
+    report = power.start(conn, plan, state, ["block1"])
+    assert report.resuming == ["block1"]
+    log.write_text(LATER_BOOT)  # cloud-init finished: not ready, the resume unit is next
+    with pytest.raises(WaitTimeout) as error:
+        follow(conn, plan, state, "block1", timeout=0.5)
+    assert "firstboot:resuming" in str(error.value)
+    assert error.value.exit_code == EXIT_TIMEOUT
+    with log.open("a") as handle:
+        handle.write(marker("block1", "20-lvm", "start") + marker("block1", "20-lvm", "done"))
+        handle.write(marker("block1", "firstboot", "done"))
+    assert list(follow(conn, plan, state, "block1", timeout=5)) == ["block1"]
+    # Known from now on, also after a start whose boot prints no marker at all.
+    power.stop(conn, plan, ["block1"], timeout=10)
+    power.start(conn, plan, state, ["block1"])
+    assert boots.read_note(state, "block1") == boots.StartNote(0, "done")
+
+
+def test_an_appending_console_log_is_read_from_where_this_boot_began(made):
+    """A restored domain appends to its log: the old boot's 'done' must not count."""
+    conn, plan, state = made
+    power.stop(conn, plan, ["controller"], timeout=10)
+    dom = conn.lookupByName(f"{LAB}-controller")
+    xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    conn.defineXML(xml.replace("append='off'", "append='on'"))
+    old = marker("controller", "firstboot", "done")
+    log = state.console_log("controller")
+    log.write_text(old)
+    power.start(conn, plan, state, ["controller"])
+    assert boots.read_note(state, "controller") == boots.StartNote(len(old), "done")
+    assert not boots.previous_log(state, "controller").exists()  # nothing was emptied
+    with pytest.raises(WaitTimeout):
+        follow(conn, plan, state, "controller", timeout=0.5)
+    with log.open("a") as handle:
+        handle.write(LATER_BOOT)
+    assert list(follow(conn, plan, state, "controller", timeout=5)) == ["controller"]
+
+
+def test_a_newly_defined_domain_forgets_the_old_note(lab_cli):
+    run, _conn, state = lab_cli
+    run("up")
+    run("stop")
+    run("start")
+    assert boots.read_note(state, "controller") is not None
+    run("down")
+    run("up")
+    assert boots.read_note(state, "controller") is None
+
+
+@pytest.mark.parametrize(
+    "text", ["", "{", "[]", '{"offset": -1, "firstboot": "done"}', '{"offset": 3}']
+)
+def test_a_damaged_note_is_no_note(tmp_path, text):
+    state = LabState(tmp_path)
+    path = boots.note_path(state, "controller")
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    assert boots.read_note(state, "controller") is None
+    path.write_text(json.dumps({"offset": 3, "firstboot": "unfinished"}))
+    assert boots.read_note(state, "controller") == boots.StartNote(3, "unfinished")
