@@ -22,7 +22,7 @@ from builder.plan import Plan
 from builder.seed import write_all_seeds
 from vms import doctor as doctor_mod
 from vms import domains, launcher, ssh, watch
-from vms.accel import Accel, choose
+from vms.accel import Accel, choose, probe_kernel
 from vms.connect import is_local, is_test_driver, open_connection, resolve_uri
 from vms.console import Progress, follow
 from vms.firmware import check_installed
@@ -39,10 +39,11 @@ def connect_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-def _accel(conn: libvirt.virConnect, uri: str, requested: str) -> Accel:
+def _accel(conn: libvirt.virConnect, uri: str, requested: str, kernel: Path | None = None) -> Accel:
     if is_test_driver(conn):
         return Accel("tcg", False, "libvirt test driver: nothing runs")
-    chosen = choose(None if requested == "auto" else requested, local=is_local(uri))  # type: ignore[arg-type]
+    wanted = None if requested == "auto" else requested
+    chosen = choose(wanted, local=is_local(uri), kernel=kernel)  # type: ignore[arg-type]
     if chosen.fell_back:
         err.print(f"[yellow]warning:[/yellow] {chosen.reason}; using TCG")
     return chosen
@@ -121,7 +122,7 @@ def up(
         images = role_images(plan, images_dir)
         conn = open_connection(uri)
         _check_firmware(conn, uri, plan)
-        chosen = _accel(conn, uri, accel)
+        chosen = _accel(conn, uri, accel, probe_kernel(images))
         if nat:
             err.print("[yellow]warning:[/yellow] --nat: the management network is routed outside")
         seeds = write_all_seeds(plan, lab.state, nested_virt=chosen.nested_virt)

@@ -43,7 +43,6 @@ def run_checks(plan: Plan, uri: str, pool_dir: Path, images_dir: Path | None) ->
         checks.append(Check("libvirt", False, exc.message, exc.fix or ""))
     local = is_local(uri)
     checks.append(_qemu(local))
-    checks.append(_accel(local))
     kinds = {n.firmware for n in plan.nodes if n.boots_firmware and n.firmware}
     if kinds:
         checks.append(_ovmf(local, kinds))
@@ -73,6 +72,7 @@ def run_checks(plan: Plan, uri: str, pool_dir: Path, images_dir: Path | None) ->
         else:
             found[role] = image
             checks.append(Check(f"image {role}", True, f"{image.directory} (key {image.key[:12]})"))
+    checks.append(_accel(local, found))
     checks.append(_disk(plan, pool_dir, found))
     checks.append(_memory(plan, conn, local))
     return checks
@@ -100,8 +100,8 @@ def _qemu(local: bool) -> Check:
     return Check("qemu", out.returncode == 0, f"{qemu}: {out.stdout.splitlines()[0]}")
 
 
-def _accel(local: bool) -> Check:
-    chosen = accel.choose(None, local=local)
+def _accel(local: bool, found: dict[str, ImageInfo]) -> Check:
+    chosen = accel.choose(None, local=local, kernel=accel.probe_kernel(found))
     nested = ", nested virt for guests" if chosen.nested_virt else ""
     return Check("acceleration", True, f"{chosen.mode.upper()}{nested}: {chosen.reason}")
 
