@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,3 +76,62 @@ def owner_kept(path: Path) -> Iterator[None]:
             after = None
         if after is not None and (after.st_uid, after.st_gid) != (before.st_uid, before.st_gid):
             os.chown(path, before.st_uid, before.st_gid)
+
+
+def sync_tree(directory: Path) -> None:
+    """fsync every file under `directory`, then the directories: what a rename then publishes
+    is on disk, should the host go down right after."""
+    for root, dirs, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                _fsync(path, os.O_RDONLY)
+        for name in dirs:
+            _fsync(os.path.join(root, name), os.O_RDONLY | os.O_DIRECTORY)
+    _fsync(str(directory), os.O_RDONLY | os.O_DIRECTORY)
+
+
+def _fsync(path: str, flags: int) -> None:
+    fd = os.open(path, flags | os.O_NOFOLLOW)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (renameat2's RENAME_EXCHANGE); False where the C library,
+    kernel or filesystem cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def replace_dir(new: Path, final: Path) -> None:
+    """Put directory `new` at `final`: a reader finds the old directory or the new one, never
+    none (where the filesystem can swap them in one step; else for a moment between two
+    renames). The old one is removed after; a kill while it is left lies in a hidden
+    `.old-<name>-<pid>` or at `new`'s own (hidden) name, for the next run to remove."""
+    try:
+        os.rename(new, final)  # nothing there yet (or an empty directory)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        if _exchange(new, final):
+            shutil.rmtree(new, ignore_errors=True)  # the old directory, now at `new`
+        else:
+            old = final.with_name(f".old-{final.name}-{os.getpid()}")
+            os.rename(final, old)
+            os.rename(new, final)
+            shutil.rmtree(old, ignore_errors=True)
+    _fsync(str(final.parent), os.O_RDONLY | os.O_DIRECTORY)

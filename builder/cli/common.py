@@ -204,7 +204,10 @@ def invoke(command: click.Command, args: list[str] | None = None, prog: str | No
     except OSError as exc:
         # What no early check foresaw (a disk filling up, a directory removed meanwhile).
         return _report(explain(exc))
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # click's own wrapping of Ctrl-C
+            err.print("interrupted; re-run the same command to converge")
+            return 130
         err.print("aborted")
         return EXIT_FAILED
     except click.ClickException as exc:

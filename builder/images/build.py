@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from builder.errors import PrerequisiteError, StackseedError
-from builder.images import bootloader, debcache, dib, disk, prereqs
+from builder.images import bootloader, debcache, dib, disk, leftovers, prereqs
 from builder.images.contract import IMAGE_JSON, ImageInfo, add_disk, image_dir, load_image_info
 from builder.images.key import content_key, dib_version
 from builder.images.progress import ProgressView, relevant_lines
@@ -149,6 +149,20 @@ def _check_offline(options: Options) -> None:
 def build_one(step: Step, options: Options, console: Console, env: dict[str, str]) -> Outcome:
     staging = step.directory.parent / f".staging-{step.role}"
     shutil.rmtree(staging, ignore_errors=True)
+    try:
+        outcome = _build_in(staging, step, options, console, env)
+    except BaseException:
+        # Interrupted or failed, a full disk included: no half-built image stays behind.
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    # DIB extracted (or just made) the cached Debian base and the build succeeded: it is whole.
+    leftovers.mark_whole(_base_tarball(options))
+    return outcome
+
+
+def _build_in(
+    staging: Path, step: Step, options: Options, console: Console, env: dict[str, str]
+) -> Outcome:
     job = dib.DibRun(
         role=step.role,
         element=step.element,
@@ -174,19 +188,35 @@ def build_one(step: Step, options: Options, console: Console, env: dict[str, str
     console.print(f"[dim]$ {' '.join(job.command())}")
     started = time.monotonic()
     view = ProgressView(console, step.role)
+
+    def stopping() -> None:
+        view.fail()
+        console.print(
+            f"[yellow]{step.role}[/]: interrupted in DIB's {view.tracker.phase or 'start-up'} "
+            "phase; stopping diskimage-builder (it unmounts and removes its work; Ctrl-C again "
+            "to kill it at once)",
+            soft_wrap=True,
+        )
+
     with view:
-        status = dib.run(job, log, view.feed, env)
+        status = dib.run(job, log, view.feed, env, on_stop=stopping)
         if status != 0:
             view.fail()
     seconds = time.monotonic() - started
     if status != 0:
-        shutil.rmtree(staging, ignore_errors=True)
         phase = view.tracker.phase or "start-up"
-        detail = "\n".join(f"  {line}" for line in relevant_lines(list(view.tracker.tail)))
+        tail = list(view.tracker.tail)
+        detail = "\n".join(f"  {line}" for line in relevant_lines(tail))
+        fix = f"read the full log, fix the cause, then rerun build-images --role {step.role}"
+        if any("No space left on device" in line for line in tail):
+            fix = (
+                f"free space where the build writes (the images under {options.images_dir}, "
+                f"DIB's work under /tmp), then rerun build-images --role {step.role}"
+            )
         raise StackseedError(
             f"building the {step.role} image failed in DIB's {phase} phase "
             f"(hook {view.tracker.hook or '-'}, exit {status}); last log lines:\n{detail}",
-            fix=f"read the full log, fix the cause, then rerun build-images --role {step.role}",
+            fix=fix,
             log=str(log),
         )
     downloaded = debcache.deb_bytes(options.deb_cache) - before
@@ -203,6 +233,31 @@ def build_one(step: Step, options: Options, console: Console, env: dict[str, str
     }
     info = dib.publish(job, step.directory, step.key, dib_version(), stats)
     return Outcome(step.role, True, info, seconds, downloaded, log, stats)
+
+
+def _put_right(options: Options, console: Console, *, caches: bool) -> None:
+    """Remove what interrupted builds left (builder/images/leftovers.py), saying so; with
+    `caches`, also the .debs and Debian base a kill cut short, before a build reuses them."""
+    release_dir = options.images_dir / options.release
+    for path in leftovers.work_left(release_dir, options.deb_cache):
+        leftovers.remove(path)
+        console.print(f"[dim]removed {path}: left by an interrupted build", soft_wrap=True)
+    if not caches:
+        return
+    for deb in leftovers.broken_debs(options.deb_cache):
+        deb.unlink()
+        console.print(
+            f"[yellow]removed {deb}[/]: cut short (an interrupted build); an online build "
+            "fetches it again",
+            soft_wrap=True,
+        )
+    tarball = _base_tarball(options)
+    if not leftovers.check_base(tarball):
+        console.print(
+            f"[yellow]removed the cached Debian base {tarball}[/]: cut short (an interrupted "
+            "build); the next online build makes it again",
+            soft_wrap=True,
+        )
 
 
 def _tool_env(env: dict[str, str]) -> dict[str, str]:
@@ -250,10 +305,12 @@ def build(options: Options, console: Console, env: dict[str, str] | None = None)
     """Build every stale role in `options.roles`, one at a time, and with --format disk
     assemble every stale whole-disk image; report the fresh ones."""
     env = dict(os.environ) if env is None else env
+    _put_right(options, console, caches=False)
     steps = plan(options)
     stale = [s for s in steps if s.reason is not None]
     disks = [s for s in steps if s.disk_reason is not None]
     if stale or disks:
+        _put_right(options, console, caches=True)
         options.images_dir.mkdir(parents=True, exist_ok=True)
         prereqs.check_build(
             options.images_dir, fmt=options.fmt, path=env.get("PATH"), dib=bool(stale)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +26,7 @@ from pydantic import (
 )
 
 from builder.errors import PrerequisiteError, StackseedError
+from builder.fsutil import write_private
 from builder.paths import cache_root
 
 IMAGE_JSON = "image.json"
@@ -241,27 +244,56 @@ def find_disk_image(release: str, role: str, images_dir: Path | None = None) -> 
     return info
 
 
-def add_disk(info: ImageInfo, assembled: Path, disk: DiskInfo) -> ImageInfo:
+def _noop(_step: str) -> None:
+    return None
+
+
+def add_disk(
+    info: ImageInfo,
+    assembled: Path,
+    disk: DiskInfo,
+    *,
+    checkpoint: Callable[[str], None] = _noop,
+) -> ImageInfo:
     """Move the whole-disk image `assembled` into `info`'s directory as `disk.file` and make
-    image.json say so (format disk, its description and sha256), image.json last: a reader sees
-    the old image or the new one. The other files are not touched: a lab may be using them."""
+    image.json say so (format disk, its description and sha256). The other files are not
+    touched: a lab may be using them.
+
+    At every step image.json's digests hold for the files it names: when a disk file is there
+    already, image.json first stops naming it, then the new file takes its place, then
+    image.json names it. A kill in between leaves an image without a disk, which the next
+    `--format disk` build assembles again; never a digest that lies. `checkpoint(step)` is
+    called after each step (the tests stop there)."""
     directory = info.directory
-    path = directory / IMAGE_JSON
-    record = json.loads(path.read_text())
+    record = json.loads((directory / IMAGE_JSON).read_text())
     sums = {k: v for k, v in record["sha256"].items() if k != (info.disk and info.disk.file)}
-    sums[disk.file] = file_sha256(assembled)
+    digest = file_sha256(assembled)
+    target = directory / disk.file
+    if info.disk is not None or target.exists():
+        without = {k: v for k, v in record.items() if k != "disk"}
+        _write_record(directory, {**without, "format": "rootfs", "sha256": sums})
+        checkpoint("image.json names no disk")
+    _sync(assembled)
+    assembled.replace(target)
+    checkpoint("disk in place")
+    sums[disk.file] = digest
     record.update(format="disk", disk=disk.model_dump(mode="json"), sha256=sums)
-    assembled.replace(directory / disk.file)
-    listing = "".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items()))
-    _replace(directory / "SHA256SUMS", listing)
-    _replace(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    _write_record(directory, record)
     return load_image_info(directory)
 
 
-def _replace(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+def _write_record(directory: Path, record: dict[str, Any]) -> None:
+    """SHA256SUMS, then image.json (the one readers trust), each whole or not at all."""
+    sums: dict[str, str] = record["sha256"]
+    listing = "".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items()))
+    write_private(directory / "SHA256SUMS", listing.encode(), mode=0o644)
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+    write_private(directory / IMAGE_JSON, text.encode(), mode=0o644)
+
+
+def _sync(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
 
 
 def file_sha256(path: Path) -> str:

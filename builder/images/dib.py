@@ -2,8 +2,9 @@
 
 The command line and environment are built explicitly (nothing read from or written to
 os.environ), the exact command is logged, DIB's full output goes to a log file, and each line
-is handed to a callback (the progress display). A finished build is published into its image
-directory in one rename, image.json last, so a reader never sees half an image.
+is handed to a callback (the progress display). A finished build is synced to disk and
+published into its image directory in one rename, so a reader never sees half an image; an
+interrupted one is stopped with DIB's own cleanup (builder/images/leftovers.py removes the rest).
 """
 
 from __future__ import annotations
@@ -12,15 +13,20 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from builder.errors import StackseedError
-from builder.fsutil import owner_kept
+from builder.fsutil import owner_kept, replace_dir, sync_tree
 from builder.images.contract import IMAGE_JSON, ImageInfo, file_sha256, load_image_info
 from builder.images.key import FORMAT_ELEMENTS
 
@@ -84,35 +90,136 @@ class DibRun:
 
 
 KVM = Path("/dev/kvm")
+# How long diskimage-builder gets, once asked to stop, to run its own cleanup (unmount the
+# chroot's /proc, /sys, /dev and the .deb cache, kill what runs in the chroot, remove its work
+# directories) before what is left of it is killed.
+CLEANUP_GRACE = 120.0
+_POLL = 0.2
+
+
+GUARD = Path(__file__).with_name("dib_guard.py")
+
+
+@contextmanager
+def _terminate_interrupts() -> Iterator[None]:
+    """SIGTERM stops build-images as Ctrl-C does: DIB is stopped and cleaned up first."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Lines:
+    """What DIB added to its log since the last look, as whole lines."""
+
+    def __init__(self, source: BinaryIO, on_line: Callable[[str], None]) -> None:
+        self.source = source
+        self.on_line = on_line
+        self.partial = b""
+
+    def take(self) -> bool:
+        """Hand over the new whole lines; False when there was nothing new."""
+        chunk = self.source.read()
+        if not chunk:
+            return False
+        *lines, self.partial = (self.partial + chunk).split(b"\n")
+        for line in lines:
+            self.on_line(line.decode(errors="replace") + "\n")
+        return True
+
+    def follow(self, proc: subprocess.Popen[bytes]) -> int:
+        """Until the process ends; its exit status."""
+        while True:
+            status = proc.poll()
+            if self.take():
+                continue
+            if status is not None:
+                if self.partial:
+                    self.on_line(self.partial.decode(errors="replace"))
+                return status
+            time.sleep(_POLL)
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = CLEANUP_GRACE) -> None:
+    """Stop a guarded DIB run (dib_guard.py): SIGTERM has the guard give DIB's shell one
+    SIGTERM, so its cleanup runs, and kill what is left of it after `grace` seconds; a second
+    Ctrl-C meanwhile (SIGUSR1 to the guard) kills it at once."""
+    if proc.poll() is None:
+        with suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace + 10)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            with suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGUSR1)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    if proc.stdin is not None:
+        proc.stdin.close()
 
 
 def run(
-    dib: DibRun, log_path: Path, on_line: Callable[[str], None], base_env: dict[str, str]
+    dib: DibRun,
+    log_path: Path,
+    on_line: Callable[[str], None],
+    base_env: dict[str, str],
+    *,
+    on_stop: Callable[[], None] | None = None,
+    grace: float = CLEANUP_GRACE,
 ) -> int:
-    """Run DIB, teeing every line to `log_path` and `on_line`; returns its exit status."""
-    cmd = dib.command()
+    """Run DIB, its output going to `log_path` and each line to `on_line`; its exit status.
+
+    DIB runs under dib_guard.py, in a session of its own, and writes the log file itself: it
+    gets no Ctrl-C straight from the terminal, and should build-images die even by SIGKILL,
+    the guard stops it cleanly rather than leave it building, orphaned, into a directory the
+    next build removes (nor does it die of a broken pipe halfway through its cleanup).
+    Interrupted (Ctrl-C, SIGTERM), build-images calls `on_stop()`, stops DIB (`stop`), then
+    lets the interruption go on."""
     env = dib.env(base_env)
+    cmd = dib.command()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     dib.staging.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log, owner_kept(KVM):
-        shown_env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
-        log.write(f"# env: {shown_env}\n# command: {shlex.join(cmd)}\n")
-        log.flush()
+    shown_env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
+    log_path.write_text(f"# env: {shown_env}\n# command: {shlex.join(cmd)}\n")
+    with (
+        log_path.open("ab") as sink,
+        log_path.open("rb") as source,
+        owner_kept(KVM),
+        _terminate_interrupts(),
+    ):
+        source.seek(0, os.SEEK_END)
+        # The guard's stdin is a pipe only build-images holds open: its end is the signal.
         proc = subprocess.Popen(
-            cmd,
+            [sys.executable, str(GUARD), str(grace), *cmd],
             env=env,
-            stdout=subprocess.PIPE,
+            stdout=sink,
             stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            errors="replace",
-            bufsize=1,
+            stdin=subprocess.PIPE,
+            start_new_session=True,
         )
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            on_line(line)
-        return proc.wait()
+        lines = _Lines(source, on_line)
+        try:
+            status = lines.follow(proc)
+        except BaseException:
+            with suppress(Exception):
+                lines.take()  # so that on_stop() knows the phase DIB was in
+            if on_stop is not None:
+                on_stop()
+            stop(proc, grace)
+            raise
+        stop(proc, grace)  # only closes the pipe: the guard has ended with DIB
+        return status
 
 
 def _packages(manifest_dir: Path, role: str) -> str:
@@ -172,10 +279,9 @@ def publish(
     }
     (dib.staging / IMAGE_JSON).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
+    # On disk before the rename makes it the image: image.json's digests must hold even if
+    # the host goes down right after.
+    sync_tree(dib.staging)
     final.parent.mkdir(parents=True, exist_ok=True)
-    old = final.with_name(f".old-{role}-{int(time.time())}")
-    if final.exists():
-        final.rename(old)
-    dib.staging.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(dib.staging, final)
     return load_image_info(final)
