@@ -126,6 +126,12 @@ def check_target(
             f"{label} is {_what(info.st_mode)}; {option} names a regular file",
             fix=f"give {option} a new file's path (or an existing regular file's)",
         )
+    elif kind is None and not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+        # A device or FIFO would be written to as if it were a file (/dev/full fills at once).
+        raise PathError(
+            f"{label} is {_what(info.st_mode)}; {option} names a file or a directory",
+            fix=f"give {option} a new file's path, or a directory's",
+        )
     else:
         home = _abs(path) if stat.S_ISDIR(info.st_mode) else _abs(path).parent
     if probe:
@@ -151,13 +157,21 @@ def ensure_dir(path: Path, option: str, *, private: bool = True) -> Path:
 def explain(exc: OSError) -> StackseedError:
     """An OSError that reached the CLI edge, as one sentence naming the path and its option."""
     reason = exc.strerror or str(exc)
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
     if exc.filename is None:
-        # No path to name: a network error (requests' errors are OSErrors), a broken pipe.
+        # No path to name: a write that failed (Python names the file only for an open), a
+        # network error (requests' errors are OSErrors), a broken pipe.
+        if full:
+            named = ", ".join(f"{o} {p}" for p, o in _named.get()) or "what the command writes"
+            return StackseedError(
+                f"{reason} while writing",
+                fix=f"free space on the filesystem of {named}, and re-run",
+            )
         return StackseedError(f"{type(exc).__name__}: {reason}", fix="re-run the command")
     filename = os.fsdecode(exc.filename)
     option = option_for(filename)
     where = f" (under {option})" if option else ""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if full:
         fix = "free space on that filesystem and re-run"
     elif option:
         fix = f"give {option} a path in {WRITABLE}, and re-run"

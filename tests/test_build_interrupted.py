@@ -79,9 +79,10 @@ class Box:
         )
         return env
 
-    def configure(self, stop_at: str = "") -> None:
+    def configure(self, stop_at: str = "", *, fill: bool = False) -> None:
         shutil.rmtree(self.marks, ignore_errors=True)
-        (self.home / "fake-dib.env").write_text(f"STOP_AT={stop_at}\nDEB={self.deb}\n")
+        settings = f"STOP_AT={stop_at}\nDEB={self.deb}\nFILL={'1' if fill else ''}\n"
+        (self.home / "fake-dib.env").write_text(settings)
 
     def start(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
@@ -93,8 +94,8 @@ class Box:
             env=self.env(),
         )
 
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        self.configure()
+    def run(self, *args: str, fill: bool = False) -> subprocess.CompletedProcess[str]:
+        self.configure(fill=fill)
         return subprocess.run(
             [sys.executable, "-c", CLI, *(args or ("--role", ROLE))],
             capture_output=True,

@@ -157,13 +157,43 @@ COMMANDS: list[tuple[str, str, str, Runner]] = [
     ),
     ("build-images --output", "dir", "--output", _build(output=True)),
     ("build-images STACKSEED_CACHE_DIR", "dir", "STACKSEED_CACHE_DIR", _build(output=False)),
+    # Refused before the archive is begun, let alone a node reached over ssh.
+    ("lab logs -o", "either", "-o", _lab("logs", "-o", "BAD", *SEED, "--state-dir", "BOX/state")),
 ]
+try:
+    import libvirt  # noqa: F401 - the lab's libvirt commands exist only with it
+except ImportError:
+    pass
+else:
+    # Refused when the command line is read: no libvirt object, no state directory made.
+    TEST_URI = ("-c", "test:///default")
+    COMMANDS += [
+        (
+            f"lab {command} --state-dir",
+            "dir",
+            "--state-dir",
+            _lab(*command.split(), *SEED, *TEST_URI, "--state-dir", "BAD"),
+        )
+        for command in ("up", "down", "stop", "start", "reboot controller")
+    ]
 
 
 def bad_paths(kind: str, box: Path, name: str) -> list[str]:
-    """Paths that cannot be written as `kind`. `name` always starts with 'ss-' and holds no
-    '/', so no path here is an existing file of /proc or /sys, nor climbs out with '..'."""
+    """Paths that cannot be written as `kind` (file, dir, or either). `name` always starts with
+    'ss-' and holds no '/', so no path here is an existing file of /proc or /sys, nor climbs
+    out with '..'."""
     a_file, a_dir = box / "a-file", box / "a-dir"
+    if kind == "either":
+        return [
+            f"/proc/{name}.tar.gz",
+            f"/proc/{name}/x.tar.gz",
+            f"/sys/{name}",
+            f"{a_file}/{name}",
+            "/dev/full",  # a device is neither
+            f"/dev/full/{name}",
+            f"{box}/no-such-dir/{name}.tar.gz",  # the archive's directory must exist
+            f"{a_dir}/{name}/x.tar.gz",
+        ]
     if kind == "file":
         return [
             f"/proc/{name}.iso",
@@ -232,6 +262,21 @@ def test_any_bad_path_is_refused(command, pick: int, name: str) -> None:
 
 
 # --- the reports, through the real entry points --------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["up", "doctor", "snapshots"])
+@pytest.mark.parametrize("bad", ["a-file", "/dev/full", "a-file/x"])
+def test_a_directory_to_read_that_is_no_directory_is_refused(command: str, bad: str) -> None:
+    """--images-dir is read, never written: a missing one is 'no image' (exit 4), but one that
+    cannot be a directory is bad input."""
+    pytest.importorskip("libvirt")
+    with sandbox() as box:
+        path = bad if bad.startswith("/") else str(box / bad)
+        args = [command, *SEED, "-c", "test:///default", "--state-dir", str(box / "state")]
+        code, output = run_here(lab, "lab", [*args, "--images-dir", path], {})
+        assert code == EXIT_USAGE, output
+        assert f"--images-dir {path}" in output and "fix:" in output
+        assert "Traceback" not in output and not (box / "state").exists()
 
 
 @pytest.mark.parametrize(
@@ -357,3 +402,16 @@ def test_a_really_full_filesystem(tiny_fs: Path, tmp_path: Path, where: str) -> 
     assert not [p for p in files if p.name.startswith(".")], files  # no temporary file left
     for iso in (p for p in files if p.suffix == ".iso"):
         assert iso.stat().st_size % 2048 == 0 and iso.stat().st_size >= 100_000  # whole ISOs
+
+
+def test_a_full_disk_the_os_names_no_file_for_still_says_where_to_free_space() -> None:
+    """A write() that fails (unlike an open()) carries no file name in Python's OSError."""
+    from builder.pathcheck import explain, forget_all, remember
+
+    forget_all()
+    remember(Path("/srv/images"), "--output")
+    said = explain(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    assert said.message == "No space left on device while writing"
+    assert said.fix == "free space on the filesystem of --output /srv/images, and re-run"
+    forget_all()
+    assert "what the command writes" in (explain(OSError(errno.EDQUOT, "Quota")).fix or "")

@@ -191,7 +191,7 @@ def run(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     dib.staging.mkdir(parents=True, exist_ok=True)
     shown_env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
-    log_path.write_text(f"# env: {shown_env}\n# command: {shlex.join(cmd)}\n")
+    _write(log_path, f"# env: {shown_env}\n# command: {shlex.join(cmd)}\n")
     with (
         log_path.open("ab") as sink,
         log_path.open("rb") as source,
@@ -220,6 +220,17 @@ def run(
             raise
         stop(proc, grace)  # only closes the pipe: the guard has ended with DIB
         return status
+
+
+def _write(path: Path, text: str) -> None:
+    """write_text, but a failed write (a full disk) names the file: Python's own error for a
+    write, unlike an open's, carries no file name."""
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
 
 
 def _packages(manifest_dir: Path, role: str) -> str:
@@ -253,17 +264,18 @@ def publish(
         if not (dib.staging / name).is_file():
             raise StackseedError(f"diskimage-builder finished but left no {name} in {dib.staging}")
     manifests = dib.staging / f"{role}.d" / "dib-manifests"
-    (dib.staging / f"{role}.packages").write_text(_packages(manifests, role))
+    _write(dib.staging / f"{role}.packages", _packages(manifests, role))
     shutil.move(str(manifests), dib.staging / "dib-manifests")
     shutil.rmtree(dib.staging / f"{role}.d", ignore_errors=True)
 
     sums = {name: file_sha256(dib.staging / name) for name in files.values()}
-    (dib.staging / "SHA256SUMS").write_text(
-        "".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items()))
+    _write(
+        dib.staging / "SHA256SUMS",
+        "".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items())),
     )
-    (dib.staging / "key").write_text(key + "\n")
+    _write(dib.staging / "key", key + "\n")
     stats = {**stats, "sizes": {n: (dib.staging / n).stat().st_size for n in files.values()}}
-    (dib.staging / "build.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    _write(dib.staging / "build.json", json.dumps(stats, indent=2, sort_keys=True) + "\n")
     record = {
         "role": role,
         "release": dib.release,
@@ -277,7 +289,7 @@ def publish(
         "dib_version": dib_version,
         "format": dib.fmt,
     }
-    (dib.staging / IMAGE_JSON).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    _write(dib.staging / IMAGE_JSON, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
     # On disk before the rename makes it the image: image.json's digests must hold even if
     # the host goes down right after.
