@@ -316,3 +316,17 @@ def test_a_damaged_note_is_no_note(tmp_path, text):
     assert boots.read_note(state, "controller") is None
     path.write_text(json.dumps({"offset": 3, "firstboot": "unfinished"}))
     assert boots.read_note(state, "controller") == boots.StartNote(3, "unfinished")
+
+
+def test_a_paused_node_is_resumed_by_start_and_shut_down_by_stop(lab_cli) -> None:
+    """Left paused (an interrupted snapshot): start means running, and a stop must reach it."""
+    run, conn, _state = lab_cli
+    run("up")
+    conn.lookupByName(f"{LAB}-controller").suspend()
+    code, output = run("start")
+    assert code == 0 and "controller: resumed (it was paused)" in output, output
+    assert conn.lookupByName(f"{LAB}-controller").state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    conn.lookupByName(f"{LAB}-controller").suspend()
+    code, output = run("stop")
+    assert code == 0 and "controller: shutdown requested" in output, output
+    assert running(conn) == {"controller": False, "block1": False}
