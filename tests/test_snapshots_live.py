@@ -29,8 +29,10 @@ REPORT = Path(os.environ.get("STACKSEED_SNAPSHOT_REPORT", "/var/tmp/stackseed-sn
 
 def _lab(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-c", "from builder.cli.lab import main; main()", *args]
+    # verify talks to the cloud, not to libvirt: it has no --connect.
+    where = [] if args[0] == "verify" else ["--connect", URI]
     return subprocess.run(
-        [*argv, "-t", str(DEFAULT), "--connect", URI],
+        [*argv, "-t", str(DEFAULT), *where],
         cwd=REPO,
         capture_output=True,
         text=True,
