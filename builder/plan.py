@@ -69,6 +69,7 @@ class PlannedNode:
     disks: tuple[PlannedDisk, ...]
     element: str
     template: str
+    root_size: int  # bytes: the root disk the node gets (its image grows to fill it on boot)
     boot: str = "kernel"  # kernel (direct kernel boot) | firmware (UEFI boots the whole disk)
     firmware: str | None = None  # uefi | uefi-secure, for boot firmware
     seed_bus: str | None = None  # cdrom (SATA) | usb, for boot firmware
@@ -161,6 +162,7 @@ def _plan_node(topo: Topology, node: Node) -> PlannedNode:
         disks=tuple(PlannedDisk(d.serial, d.size, d.purpose) for d in node.disks),
         element=role.element,
         template=role.template,
+        root_size=node.root_disk,
         boot=node.boot,
         firmware=node.firmware_kind,
         seed_bus=node.seed_bus,

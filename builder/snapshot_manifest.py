@@ -273,6 +273,7 @@ def topology_data(plan: Plan) -> dict[str, Any]:
                 "vcpus": node.vcpus,
                 "nics": [f"{nic.network}={nic.mac}" for nic in node.nics],
                 "disks": [f"{d.serial}:{format_size(d.size)}:{d.purpose}" for d in node.disks],
+                "root_size": format_size(node.root_size),
                 # Only when not the defaults: snapshots of kernel-booted labs keep their key.
                 **(
                     {"boot": f"{node.boot} {node.firmware} seed={node.seed_bus}"}

@@ -145,6 +145,10 @@ Firmware = Literal["uefi", "uefi-secure"]
 # Where a firmware-booted node finds its seed: a CD on SATA, or a USB stick.
 SeedBus = Literal["cdrom", "usb"]
 NicModel = Literal["virtio", "e1000e", "e1000", "rtl8139"]
+# A root disk smaller than this cannot hold a role image (the smallest is about 2.4GiB); the
+# launcher compares it with the role image itself. Whole MiB: a qcow2's size is in sectors.
+MIN_ROOT = 3 << 30
+MAX_ROOT = 16 << 40
 
 
 class Node(_Strict):
@@ -155,6 +159,7 @@ class Node(_Strict):
     memory: Size | None = None
     vcpus: int | None = Field(None, ge=1, le=64)
     disks: tuple[Disk, ...] = ()
+    root_size: Size | None = None  # the root disk; default: the role's (builder/data/roles.yaml)
     boot: Boot = "kernel"
     firmware: Firmware | None = None  # boot: firmware only; default uefi
     seed: SeedBus | None = None  # boot: firmware only; default cdrom
@@ -173,6 +178,25 @@ class Node(_Strict):
         if value is not None and value < 512 << 20:
             raise ValueError("memory below 512MiB cannot boot a node")
         return value
+
+    @field_validator("root_size")
+    @classmethod
+    def _root_size(cls, value: int | None) -> int | None:
+        if value is None:
+            return value
+        if value % (1 << 20):
+            raise ValueError(f"root_size {value} bytes is not whole MiB; write e.g. 20GiB")
+        if not MIN_ROOT <= value <= MAX_ROOT:
+            raise ValueError(
+                f"root_size {format_size(value)} is outside {format_size(MIN_ROOT)} to "
+                f"{format_size(MAX_ROOT)} (a role image alone takes up to 4.5GiB); e.g. 20GiB"
+            )
+        return value
+
+    @property
+    def root_disk(self) -> int:
+        """The root disk's size in bytes: the node's root_size or its role's."""
+        return self.root_size or parse_size(ROLES[self.role].root_size)
 
     @property
     def ram(self) -> int:

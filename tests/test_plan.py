@@ -42,6 +42,18 @@ def test_role_defaults_fill_nics_memory_cpus() -> None:
     assert [n.purpose for n in plan.node("compute1").nics] == ["management", "provider"]
     assert plan.node("controller").memory == 8 << 30 and plan.node("controller").vcpus == 2
     assert block.disks[0].serial == "cinder-volumes0" and block.disks[0].size == 20 << 30
+    # Root disks: compute 20GiB for instances' local disks, the others 10GiB (roles.yaml).
+    assert [(n.name, n.root_size >> 30) for n in plan.nodes] == [
+        ("controller", 10),
+        ("compute1", 20),
+        ("block1", 10),
+    ]
+
+
+def test_node_root_size_wins_over_the_role_default() -> None:
+    plan = make_plan(load(next(p for p in GOOD if p.stem == "bare-metal")))
+    assert plan.node("hv01").root_size == 894 << 30
+    assert plan.node("ctl01").root_size == 10 << 30
 
 
 def test_facts_describe_cluster_without_secrets() -> None:

@@ -62,6 +62,8 @@ def topologies(draw: st.DrawFn) -> dict:
             ]
         if draw(st.booleans()):
             node["memory"] = draw(mostly(valid_sizes, bad_sizes))
+        if draw(st.integers(0, 3)) == 0:
+            node["root_size"] = draw(mostly(st.sampled_from(["3GiB", "20G", "1TiB"]), bad_sizes))
         if draw(st.integers(0, 4)) == 0:
             node["nics"] = [{"network": draw(st.sampled_from(["mgmt", "prov", "other"]))}]
         nodes.append(node)

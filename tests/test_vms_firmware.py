@@ -140,7 +140,7 @@ def test_firmware_node_gets_ovmf_and_fresh_nvram_not_a_kernel(conn, tmp_path, im
     assert (
         Path(overlay.findtext("backingStore/path")).name == f"base-block-{image.disk.key[:16]}.disk"
     )
-    assert int(overlay.findtext("capacity")) == 4 << 30
+    assert int(overlay.findtext("capacity")) == 10 << 30  # the block role's root_size
     # The chosen NIC model, the plan's MACs, the extra disk still on virtio with its serial.
     assert [m.get("type") for m in root.findall("devices/interface/model")] == ["e1000e"]
     node = launch.plan.node("block1")
@@ -251,3 +251,15 @@ def test_missing_ovmf_names_the_files_and_the_package(tmp_path):
         for path in (firmware(kind, tmp_path).code, firmware(kind, tmp_path).vars):
             path.write_bytes(b"flash")
     check_installed({"uefi", "uefi-secure"}, tmp_path)
+
+
+def test_firmware_node_root_size_is_checked_against_the_whole_disk(conn, tmp_path, images):
+    # 3GiB holds the 3 GiB rootfs image but not the 4 GiB whole disk a firmware node boots.
+    text = FIRMWARE_TOPOLOGY.replace(
+        "    ip: 10.0.0.41\n    boot: firmware\n",
+        "    ip: 10.0.0.41\n    boot: firmware\n    root_size: 3GiB\n",
+    )
+    with pytest.raises(StackseedError, match=r"block1: root_size 3GiB is smaller than its image "
+                       r"block\.disk\.qcow2 \(4\.0GiB\)"):  # fmt: skip
+        launcher.up(conn, firmware_launch(tmp_path, images, text))
+    assert inventory(conn) == FOREIGN

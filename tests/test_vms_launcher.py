@@ -36,13 +36,16 @@ FOREIGN = {
 TCG = Accel("tcg", False, "tests")
 
 
-def make_images(root: Path, roles: tuple[str, ...] = ("controller", "block", "compute")) -> Path:
-    """Tiny but real role images: a qcow2 from qemu-img and stand-in kernel and initrd files."""
+def make_images(
+    root: Path, roles: tuple[str, ...] = ("controller", "block", "compute"), size: str = "3G"
+) -> Path:
+    """Tiny but real role images: a qcow2 from qemu-img (sparse: `size` is its virtual size) and
+    stand-in kernel and initrd files."""
     for role in roles:
         d = root / "trixie" / role
         d.mkdir(parents=True)
         subprocess.run(
-            ["qemu-img", "create", "-q", "-f", "qcow2", str(d / f"{role}.qcow2"), "3G"],
+            ["qemu-img", "create", "-q", "-f", "qcow2", str(d / f"{role}.qcow2"), size],
             env={"PATH": "/usr/bin:/bin"},
             check=True,
         )
@@ -148,9 +151,56 @@ def test_up_creates_overlays_disks_and_seeds_in_the_lab_pool(conn, tmp_path, ima
     backing = overlay.findtext("backingStore/path")
     assert Path(backing).name.startswith("base-block-") and backing.endswith(".qcow2")
     assert overlay.find("backingStore/format").get("type") == "qcow2"
-    assert int(overlay.findtext("capacity")) == 3 << 30  # the base image's virtual size
+    # The block role's root_size (builder/data/roles.yaml), not the 3 GiB base image's.
+    assert int(overlay.findtext("capacity")) == 10 << 30
     disk = pool.storageVolLookupByName("block1-disk-cinder-volumes0.img")
     assert disk.info()[1] == 2 << 30
+
+
+def _with_root(text: str, node: str, size: str) -> str:
+    marker = f"  - name: {node}\n"
+    assert marker in text
+    return text.replace(marker, f"{marker}    root_size: {size}\n")
+
+
+def test_node_root_size_sets_the_overlay_and_the_record(conn, tmp_path, images):
+    launch = launch_for(tmp_path, images, _with_root(TOPOLOGY.read_text(), "controller", "25GiB"))
+    launcher.up(conn, launch)
+    pool = conn.storagePoolLookupByName("stackseed-stackseed")
+    sizes = {
+        name: pool.storageVolLookupByName(f"{name}.qcow2").info()[1]
+        for name in ("controller", "block1")
+    }
+    assert sizes == {"controller": 25 << 30, "block1": 10 << 30}
+    record = ET.fromstring(conn.lookupByName("stackseed-controller").XMLDesc()).find(
+        f"metadata/{{{METADATA_NS}}}node"
+    )
+    assert record.findtext(f"{{{METADATA_NS}}}root") == "25GiB"
+
+
+def test_root_size_below_the_image_is_refused_with_nothing_made(conn, tmp_path):
+    images = make_images(tmp_path / "images", size="6G")
+    launch = launch_for(tmp_path, images, _with_root(TOPOLOGY.read_text(), "block1", "4GiB"))
+    with pytest.raises(StackseedError) as err:
+        launcher.up(conn, launch)
+    message = err.value.message
+    assert "block1: root_size 4GiB is smaller than its image block.qcow2 (6.0GiB)" in message
+    assert "root_size: 7GiB or more" in message
+    assert "controller" not in message  # its 10GiB default holds the 6 GiB image
+    assert inventory(conn) == FOREIGN
+
+
+def test_changed_root_size_of_an_existing_node_is_a_warning_not_a_change(conn, tmp_path, images):
+    launcher.up(conn, launch_for(tmp_path, images))
+    xml = conn.lookupByName("stackseed-block1").XMLDesc()
+    grown = launch_for(tmp_path, images, _with_root(TOPOLOGY.read_text(), "block1", "30GiB"))
+    report = launcher.up(conn, grown)
+    assert report.changes == []
+    assert report.warnings == [
+        "block1: its root disk is 10GiB, the topology says 30GiB; 'lab down' and 'lab up' "
+        "rebuild the node with it"
+    ]
+    assert conn.lookupByName("stackseed-block1").XMLDesc() == xml
 
 
 def test_domains_carry_plan_macs_serials_seed_and_metadata(conn, tmp_path, images):

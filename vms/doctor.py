@@ -17,10 +17,6 @@ from builder.sizes import format_size
 from vms import accel, firmware
 from vms.connect import is_local, open_connection
 
-# Room an overlay grows into over a first boot (packages are in the image; logs and databases
-# are not).
-OVERLAY_GROWTH = 2 << 30
-
 
 @dataclass(frozen=True)
 class Check:
@@ -125,7 +121,9 @@ def _disk(plan: Plan, pool_dir: Path, found: dict[str, ImageInfo]) -> Check:
         if image.disk_path is not None
         and any(n.boots_firmware and n.role == role for n in plan.nodes)
     )
-    need += OVERLAY_GROWTH * len(plan.nodes)
+    # A root overlay is sparse and takes host disk as the node writes, up to its virtual size
+    # (the node's root_size): counted at that, like the sparse extra disks.
+    need += sum(node.root_size for node in plan.nodes)
     need += sum(d.size for node in plan.nodes for d in node.disks)
     probe = pool_dir
     while not probe.exists():
@@ -135,8 +133,8 @@ def _disk(plan: Plan, pool_dir: Path, found: dict[str, ImageInfo]) -> Check:
         "disk",
         free >= need,
         f"{format_size(free >> 20 << 20)} free at {probe}, the lab may use up to "
-        f"{format_size(need >> 20 << 20)} (images, overlays, sparse disks at full size)",
-        "free space there, or shrink the topology's disks",
+        f"{format_size(need >> 20 << 20)} (images; root overlays and disks at their full size)",
+        "free space there, or give nodes a smaller root_size or smaller disks in the topology",
     )
 
 

@@ -10,6 +10,7 @@ import libvirt
 
 from builder.images.contract import ImageInfo
 from builder.plan import Plan, PlannedNode
+from builder.sizes import format_size
 from vms.accel import Accel
 from vms.firmware import firmware
 from vms.naming import libvirt_name, object_uuid, owned_suffix
@@ -47,6 +48,8 @@ def spec(plan: Plan, node: PlannedNode, image: ImageInfo, accel: Accel, seed_sha
         "vcpus": str(node.vcpus),
         "nics": " ".join(f"{n.network}={n.mac}" for n in node.nics),
         "disks": " ".join(f"{d.serial}:{d.size}" for d in node.disks),
+        # The root disk's size: a change is only warned about (the node keeps its disk).
+        "root": format_size(node.root_size),
         "seed": seed_sha[:16],
     }
     if node.boots_firmware:

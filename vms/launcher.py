@@ -23,6 +23,7 @@ import libvirt
 from builder.errors import StackseedError
 from builder.images.contract import ImageInfo
 from builder.plan import Plan, PlannedNode
+from builder.sizes import format_size
 from builder.state import LabState
 from vms import boots, domains, networks, storage
 from vms.accel import Accel
@@ -163,15 +164,24 @@ def _preflight(
     storage.find_pool(conn, plan.lab)  # raises when the name is taken by a foreign pool
     for node in plan.nodes:
         if node.name not in existing:
+            problems += _root_too_small(node, launch.images[node.role])
             continue
         have = domains.record_of(existing[node.name])
         changed = domains.differences(have, records[node.name])
         if changed:
             problems.append(f"node {node.name} differs from its domain: {'; '.join(changed)}")
-        elif have.get("seed") != records[node.name]["seed"]:
+            continue
+        if have.get("seed") != records[node.name]["seed"]:
             report.warnings.append(
                 f"{node.name}: its seed changed, but cloud-init has used the old one; "
                 "'lab down' and 'lab up' rebuild the node with the new one"
+            )
+        if have.get("root") != records[node.name]["root"]:
+            # Not a refusal: the node runs as it is, with the root disk it was made with.
+            report.warnings.append(
+                f"{node.name}: its root disk is {have.get('root') or 'the image size'}, the "
+                f"topology says {records[node.name]['root']}; 'lab down' and 'lab up' rebuild "
+                "the node with it"
             )
     owned_nets = networks.owned(conn, plan.lab)
     for net in plan.networks:
@@ -187,6 +197,24 @@ def _preflight(
             "cannot bring the lab up as the topology says:\n  " + "\n  ".join(problems),
             fix="revert the topology, or 'lab down' first to rebuild the lab from scratch",
         )
+
+
+def _root_too_small(node: PlannedNode, image: ImageInfo) -> list[str]:
+    """A root size below the image it must hold, in words (empty: it fits)."""
+    if node.boots_firmware:
+        if image.disk_path is None:
+            return []  # find_disk_image already named the missing disk
+        path = image.disk_path
+    else:
+        path = image.rootfs_path
+    need = _virtual_size(path)
+    if node.root_size >= need:
+        return []
+    return [
+        f"node {node.name}: root_size {format_size(node.root_size)} is smaller than its image "
+        f"{path.name} ({need / (1 << 30):.1f}GiB); give it root_size: "
+        f"{-(-need // (1 << 30)) + 1}GiB or more"
+    ]
 
 
 # Base volumes by kind: what a kernel-booted node boots from, and what a firmware-booted one does.
@@ -269,8 +297,14 @@ def _node_volumes(
         backing, image_file = base[DISK_KIND], image.disk_path
     else:
         backing, image_file = base["qcow2"], image.rootfs_path
+    # The topology's root size, never less than the image (checked in _preflight): the guest
+    # grows its root filesystem into the rest on first boot.
     root = storage.create(
-        pool, root_volume(node.name), _virtual_size(image_file), "qcow2", backing=backing
+        pool,
+        root_volume(node.name),
+        max(node.root_size, _virtual_size(image_file)),
+        "qcow2",
+        backing=backing,
     )
     disks = [
         (d.serial, storage.create(pool, disk_volume(node.name, d.serial), d.size, "raw").path())
