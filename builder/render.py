@@ -120,7 +120,9 @@ def render_node(
     }
     user_data = env.get_template(node.template).render(context)
     network_config = env.get_template("network-config.yaml.j2").render(context)
-    # The instance-id follows the payload, so cloud-init re-runs exactly when the payload changes.
+    # The instance-id follows the payload: a node made with a different payload is a different
+    # instance. Once a node has booted, it keeps its instance whatever seed it sees later
+    # (manual_cache_clean, in user-data.yaml.j2).
     digest = hashlib.sha256((user_data + network_config).encode()).hexdigest()[:16]
     context["instance_id"] = f"{plan.lab}-{node.name}-{digest}"
     meta_data = env.get_template("meta-data.yaml.j2").render(context)
