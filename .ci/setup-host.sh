@@ -6,6 +6,8 @@ set -eu -o pipefail
 APT_PACKAGES=(
   # image builds (diskimage-builder's needs)
   sudo debootstrap qemu-utils squashfs-tools e2fsprogs dosfstools kpartx gdisk
+  # whole-disk images: the EFI system partition is filled with mtools (no mount)
+  mtools
   # the lab: libvirt, QEMU, and the headers libvirt-python compiles against
   libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc python3-dev
   qemu-system-x86 dnsmasq-base iproute2 openssh-client

@@ -141,8 +141,9 @@ def test_disk_format_needs_its_file_tools_not_device_mapper(tmp_path: Path) -> N
     assert "sgdisk" in err.value.message and "mkfs.vfat" in err.value.message
     assert "device-mapper" not in err.value.message and "kpartx" not in err.value.message
     assert "gdisk" in (err.value.fix or "") and "dosfstools" in (err.value.fix or "")
-    path = tools_dir(tmp_path, "sgdisk", "mkfs.vfat", "debugfs", "dpkg-deb")
-    if len(os.listdir(path)) < 5:
+    assert "mcopy" in err.value.message and "mtools" in (err.value.fix or "")
+    path = tools_dir(tmp_path, "sgdisk", "mkfs.vfat", "mcopy", "fsck.fat", "debugfs", "dpkg-deb")
+    if len(os.listdir(path)) < 7:
         pytest.skip("disk tools not installed on this host")
     check_build(tmp_path, fmt="disk", path=path, min_free=0, dib=False)
 

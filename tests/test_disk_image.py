@@ -1,32 +1,52 @@
 """Whole-disk images assembled from files: a tiny real ext4 (mke2fs -d) with a dummy kernel, real
-.debs (dpkg-deb --build) standing in for Debian's signed shim and grub, real sgdisk, mkfs.vfat
-and qemu-img. Checked with independent readers: sgdisk -p, fsck.fat, qemu-img, and mtools where
-it is installed."""
+.debs (dpkg-deb --build) standing in for Debian's signed shim and grub, real sgdisk, mkfs.vfat,
+mtools and qemu-img. Checked with independent readers: sgdisk -p, fsck.fat, qemu-img, and
+mtools' mdir and mtype."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from builder.errors import PrerequisiteError, StackseedError
-from builder.images import bootloader, debcache, disk, ext4, fat, gpt
+from builder.images import bootloader, debcache, disk, esp, ext4, gpt
 
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 KVER = "6.12.99+deb13-amd64"
 FS_UUID = "3f0e8d4c-1b2a-4c5d-8e9f-a1b2c3d4e5f6"
 
 pytestmark = pytest.mark.skipif(
-    any(shutil.which(t, path=ENV["PATH"]) is None for t in ("mke2fs", "sgdisk", "mkfs.vfat")),
-    reason="needs e2fsprogs, gdisk and dosfstools",
+    any(
+        shutil.which(t, path=ENV["PATH"]) is None
+        for t in ("mke2fs", "sgdisk", "mkfs.vfat", "fsck.fat", "mcopy", "mtype", "mdir")
+    ),
+    reason="needs e2fsprogs, gdisk, dosfstools and mtools",
 )
+# mtools reading a filesystem that mkfs.vfat made (its geometry checks are for floppies).
+MTOOLS = {**ENV, "MTOOLS_SKIP_CHECK": "1"}
 
 
 def run(*cmd: str) -> str:
     return subprocess.run(cmd, env=ENV, check=True, capture_output=True, text=True).stdout
+
+
+def mtype(image: Path, name: str) -> bytes:
+    """A file's bytes as mtools reads them off a FAT image (mtype -t would convert newlines)."""
+    return subprocess.run(
+        ["mtype", "-i", str(image), f"::/{name}"], env=MTOOLS, check=True, capture_output=True
+    ).stdout
+
+
+def mfiles(image: Path) -> list[str]:
+    """Every file's path on a FAT image, as mdir -/ -b lists them (long names, case kept)."""
+    out = subprocess.run(["mdir", "-i", str(image), "-/", "-b", "::/"], env=MTOOLS, check=True,
+                         capture_output=True, text=True).stdout  # fmt: skip
+    return sorted(line.removeprefix("::/") for line in out.splitlines() if not line.endswith("/"))
 
 
 def make_rootfs(tmp: Path, fstab: str = "LABEL=cloudimg-rootfs / ext4 defaults 0 1\n") -> Path:
@@ -162,7 +182,13 @@ def test_esp_holds_shim_grub_and_a_grub_cfg_naming_the_root_uuid(built: dict) ->
     for name in ("/EFI/BOOT/BOOTX64.EFI", "/EFI/BOOT/GRUBX64.EFI", "/EFI/BOOT/GRUB.CFG"):
         assert name in listing
     assert "/EFI/BOOT/FBX64.EFI" not in listing, "shim's fallback would write boot entries"
-    files = fat.read_files(esp)
+    assert mfiles(esp) == [
+        "EFI/BOOT/BOOTX64.EFI",
+        "EFI/BOOT/grub.cfg",
+        "EFI/BOOT/grubx64.efi",
+        "EFI/debian/grub.cfg",
+    ]
+    files = {name: mtype(esp, name) for name in mfiles(esp)}
     assert files["EFI/BOOT/BOOTX64.EFI"] == b"SHIM new"  # the newest cached shim
     assert files["EFI/BOOT/grubx64.efi"] == b"GRUB"
     cfg = files["EFI/BOOT/grub.cfg"].decode()
@@ -175,11 +201,15 @@ def test_esp_holds_shim_grub_and_a_grub_cfg_naming_the_root_uuid(built: dict) ->
     assert built["info"].bootloader == ("shim-signed_1.47+16.1-1", "grub-efi-amd64-signed_1+2.12+9")
 
 
-@pytest.mark.skipif(shutil.which("mtype") is None, reason="mtools not installed")
 def test_mtools_reads_the_esp(built: dict) -> None:
-    esp = esp_of(built)
-    assert run("mtype", "-i", str(esp), "::/EFI/BOOT/grub.cfg").count(FS_UUID) >= 2
-    assert "BOOTX64" in run("mdir", "-i", str(esp), "::/EFI/BOOT").upper()
+    esp_image = esp_of(built)
+    assert mtype(esp_image, "EFI/BOOT/grub.cfg").decode().count(FS_UUID) >= 2
+    listing = subprocess.run(["mdir", "-i", str(esp_image), "::/EFI/BOOT"], env=MTOOLS,
+                             check=True, capture_output=True, text=True).stdout  # fmt: skip
+    assert "BOOTX64" in listing.upper()
+    label = subprocess.run(["mlabel", "-i", str(esp_image), "-s", "::"], env=MTOOLS, check=True,
+                           capture_output=True, text=True).stdout  # fmt: skip
+    assert "Volume label is ESP" in label
 
 
 def test_same_rootfs_gives_the_same_layout_and_guids(built: dict, tmp_path: Path) -> None:
@@ -222,25 +252,46 @@ def test_newest_deb_follows_debian_version_order(tmp_path: Path) -> None:
     assert newest is not None and newest.name == "shim-signed_1%3a0.1-1_amd64.deb"
 
 
-def test_fat_names_must_be_8_3(tmp_path: Path) -> None:
-    esp = tmp_path / "esp.img"
-    with esp.open("wb") as handle:
-        handle.truncate(40 << 20)
-    run("mkfs.vfat", "-F", "32", "-S", "512", "-s", "1", str(esp))
-    with pytest.raises(StackseedError, match=r"8\.3"):
-        fat.add_files(esp, {"EFI/BOOT/averylongname.efi": b"x"})
-    with pytest.raises(StackseedError, match="mixed case"):
-        fat.add_files(esp, {"EFI/Boot/x.efi": b"x"})
-
-
-def test_fat_fills_a_directory_past_one_cluster(tmp_path: Path) -> None:
-    esp = tmp_path / "esp.img"
-    with esp.open("wb") as handle:
-        handle.truncate(40 << 20)
-    run("mkfs.vfat", "-F", "32", "-S", "512", "-s", "1", str(esp))
-    # 512-byte clusters hold 16 entries: 40 files need the directory to grow twice.
+def test_esp_keeps_long_and_mixed_case_names_and_fills_a_directory(tmp_path: Path) -> None:
+    image = tmp_path / "esp.img"
+    # 512-byte clusters hold 16 entries: 40 files make the directory grow; long names take more.
     files = {f"D/F{i}.BIN": bytes([i]) * (700 + i) for i in range(40)}
-    fat.add_files(esp, files)
-    assert subprocess.run(["fsck.fat", "-n", str(esp)], env=ENV, capture_output=True,
-                          check=False).returncode == 0  # fmt: skip
-    assert fat.read_files(esp) == files
+    files["EFI/Boot/averylongname.efi"] = b"long"
+    files["EFI/Boot/x.efi"] = b""
+    esp.make(image, 40 << 20, files, "1234abcd", ENV)
+    assert mfiles(image) == sorted(files)
+    assert all(mtype(image, name) == data for name, data in files.items())
+    check = subprocess.run(["fsck.fat", "-n", str(image)], env=ENV, capture_output=True,
+                           check=False)  # fmt: skip
+    assert check.returncode == 0, check.stdout
+
+
+def test_esp_bytes_follow_the_files_not_the_clock(tmp_path: Path) -> None:
+    files = {"EFI/BOOT/BOOTX64.EFI": b"SHIM", "EFI/debian/grub.cfg": b"cfg\n"}
+    first, second = tmp_path / "a.img", tmp_path / "b.img"
+    esp.make(first, 40 << 20, files, "1234abcd", ENV)
+    time.sleep(2.1)  # FAT keeps times in 2-second steps: a later moment would show
+    esp.make(second, 40 << 20, files, "1234abcd", ENV)
+    assert first.read_bytes() == second.read_bytes()
+    listing = subprocess.run(["mdir", "-i", str(first), "::/EFI"], env=MTOOLS, check=True,
+                             capture_output=True, text=True).stdout  # fmt: skip
+    assert "2020-01-01" in listing
+
+
+def test_esp_names_fat_cannot_tell_apart_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(StackseedError, match="would be the same file on FAT"):
+        esp.make(tmp_path / "x.img", 40 << 20, {"EFI/a.efi": b"1", "efi/A.EFI": b"2"}, "1", ENV)
+    with pytest.raises(StackseedError, match="not a path inside the partition"):
+        esp.make(tmp_path / "y.img", 40 << 20, {"EFI/../x": b"1"}, "1", ENV)
+
+
+def test_esp_check_finds_a_damaged_filesystem(tmp_path: Path) -> None:
+    image = tmp_path / "esp.img"
+    esp.make(image, 40 << 20, {"EFI/BOOT/BOOTX64.EFI": b"SHIM" * 300}, "1234abcd", ENV)
+    with image.open("r+b") as handle:
+        # The first FAT starts after the 32 reserved sectors mkfs.vfat leaves; clearing its
+        # entries loses every cluster chain while the directories still point at them.
+        handle.seek(32 * 512 + 8)
+        handle.write(bytes(504))
+    with pytest.raises(StackseedError, match=r"fsck\.fat -n finds"):
+        esp.check(image, ENV)

@@ -1,7 +1,7 @@
 """A whole-disk image put together from files: no kpartx, no loop devices, no root.
 
   root filesystem (the role's ext4 qcow2) ── qemu-img convert ──► root.raw
-  bootloader (.debs) + grub.cfg ── mkfs.vfat + fat.add_files ──► esp.raw
+  bootloader (.debs) + grub.cfg ── mkfs.vfat + mtools' mcopy, fsck.fat -n ──► esp.raw
   sgdisk on a sparse disk.raw: partition 1 = ESP, partition 2 = root, 1 MiB aligned
   esp.raw and root.raw copied in at their partition offsets (holes stay holes)
   disk.raw ── qemu-img convert (zstd) ──► <role>.disk.qcow2
@@ -23,17 +23,17 @@ from pathlib import Path
 import jinja2
 
 from builder.errors import PrerequisiteError, StackseedError
-from builder.images import ext4, fat, gpt
+from builder.images import ext4, gpt
 from builder.images.bootloader import GRUB_CFGS, Bootloader
 from builder.images.contract import DiskInfo, DiskPartition
+from builder.images.esp import make as make_esp
 from builder.paths import DATA
 
 # Bump when the way disks are assembled changes in a way their inputs do not show.
-RECIPE = 1
+RECIPE = 2  # 2: the ESP filled by mtools
 GRUB_TEMPLATE = DATA / "grub-efi.cfg.j2"
 MIB = 1 << 20
 ESP_SIZE = 64 * MIB
-ESP_LABEL = "ESP"
 ROOT_NAME = "root"
 # Where the first partition starts, and what is kept free after the last (the backup GPT).
 LEAD = MIB
@@ -99,31 +99,6 @@ def _check_fstab(root: Path, sb: ext4.Superblock) -> None:
             fix="name the root filesystem by LABEL= or UUID= in the image's fstab "
             "(elements/stackseed-rootfs/block-device-default.yaml)",
         )
-
-
-def _make_esp(path: Path, size: int, files: dict[str, bytes], volume_id: str, env: dict) -> None:
-    with path.open("wb") as handle:
-        handle.truncate(size)
-    # 512-byte sectors and clusters: a FAT32 of 64 MiB has the 65525 clusters FAT32 needs.
-    _run(
-        [
-            "mkfs.vfat",
-            "-F",
-            "32",
-            "-S",
-            "512",
-            "-s",
-            "1",
-            "-n",
-            ESP_LABEL,
-            "-i",
-            volume_id,
-            str(path),
-        ],
-        env,
-        "making the EFI system partition (mkfs.vfat)",
-    )
-    fat.add_files(path, files)
 
 
 def _copy_into(source: Path, target: Path, offset: int) -> None:
@@ -277,7 +252,7 @@ def assemble(
         files = dict(bootloader.files)
         config = grub_cfg(role, release, sb.uuid, boot, cmdline).encode()
         files.update(dict.fromkeys(GRUB_CFGS, config))
-        _make_esp(esp, esp_size, files, uuid.UUID(sb.uuid).hex[:8], env)
+        make_esp(esp, esp_size, files, uuid.UUID(sb.uuid).hex[:8], env)
 
         root_size = _align(root.stat().st_size)
         total = LEAD + esp_size + root_size + TAIL

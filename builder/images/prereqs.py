@@ -32,6 +32,8 @@ DISK_TOOLS = (
     Tool("qemu-img", "qemu-utils", "converts the root filesystem to raw and the disk to qcow2"),
     Tool("sgdisk", "gdisk", "writes the GPT"),
     Tool("mkfs.vfat", "dosfstools", "makes the EFI system partition"),
+    Tool("mcopy", "mtools", "puts the bootloader on the EFI system partition"),
+    Tool("fsck.fat", "dosfstools", "checks the EFI system partition"),
     Tool("debugfs", "e2fsprogs", "reads the root filesystem's /boot and /etc/fstab"),
     Tool("dpkg-deb", "dpkg", "unpacks the bootloader packages"),
 )
