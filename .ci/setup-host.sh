@@ -34,8 +34,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-echo "setup: pip install -e $repo[test,libvirt]"
-python3 -m pip install -q --disable-pip-version-check -e "$repo[test,libvirt]"
+echo "setup: pip install -e ${repo}[test,libvirt]"
+python3 -m pip install -q --disable-pip-version-check -e "${repo}[test,libvirt]"
 
 # A /dev/kvm whose group is not the host's kvm group (a container runtime made the node) makes
 # libvirt see KVM in its qemu probe but not for the qemu user, so it re-probes qemu on every
