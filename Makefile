@@ -26,7 +26,8 @@ test-fast:
 test-slow: setup
 	$(PYTEST) -m "slow or libvirt"
 
-e2e: setup
+e2e:
+	bash .ci/setup-host.sh --e2e
 	$(PYTEST) -m e2e
 
 bench: setup

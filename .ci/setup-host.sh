@@ -22,6 +22,13 @@ APT_PACKAGES=(
   python3-oauthlib python3-requests python3-serial python3-yaml
 )
 
+extras="test,libvirt"
+# --e2e: what the e2e suite adds (Horizon in Debian's headless Chromium, driven by Selenium).
+if [ "${1:-}" = "--e2e" ]; then
+  APT_PACKAGES+=(chromium chromium-driver)
+  extras="$extras,e2e"
+fi
+
 export DEBIAN_FRONTEND=noninteractive
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -34,8 +41,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-echo "setup: pip install -e ${repo}[test,libvirt]"
-python3 -m pip install -q --disable-pip-version-check -e "${repo}[test,libvirt]"
+echo "setup: pip install -e ${repo}[${extras}]"
+python3 -m pip install -q --disable-pip-version-check -e "${repo}[${extras}]"
 
 # A /dev/kvm whose group is not the host's kvm group (a container runtime made the node) makes
 # libvirt see KVM in its qemu probe but not for the qemu user, so it re-probes qemu on every
