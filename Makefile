@@ -18,10 +18,10 @@ down:
 	lab down
 
 test: setup
-	$(PYTEST) -m "not e2e"
+	$(PYTEST) -m "not e2e and not long"
 
 test-fast:
-	$(PYTEST) -m "not slow and not libvirt and not e2e"
+	$(PYTEST) -m "not slow and not libvirt and not e2e and not long"
 
 test-slow: setup
 	$(PYTEST) -m "slow or libvirt"
