@@ -2,7 +2,7 @@
 item 4): the re-run finishes, `build-images --check` passes, image.json's key is the one the
 elements give, DIB's chroot mounts are gone and nothing half-built is left.
 
-Run with: pytest -m long tests/test_build_interrupted_slow.py (not part of `make test`: too long for CI)
+Run with: pytest -m long tests/test_build_interrupted_slow.py (too long for CI and `make test`)
 It builds in its own cache (STACKSEED_SLOW_KILL_CACHE, default /var/tmp/stackseed-kill-cache,
 kept between runs: delete it for a cold start), needs the network on the first run, root (DIB's
 sudo), 12 GiB free, and takes a block build or two per case (10-20 minutes each under load).
