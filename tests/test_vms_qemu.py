@@ -27,7 +27,7 @@ from builder.plan import make_plan  # noqa: E402
 from builder.seed import write_all_seeds  # noqa: E402
 from builder.state import LabState  # noqa: E402
 from vms import launcher, ssh, watch  # noqa: E402
-from vms.accel import choose  # noqa: E402
+from vms.accel import choose, probe_kernel  # noqa: E402
 from vms.storage import default_pool_dir  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.libvirt]
@@ -68,12 +68,15 @@ def lab(tmp_path_factory, conn):
     topo = parse(text, "vms_lab.yaml")
     plan = make_plan(topo)
     state = LabState(tmp_path_factory.mktemp("state") / LAB)
-    accel = choose(None)
+    images = _images(topo.lab.release)
+    # The probe boots an image's kernel: on PVM hosts firmware alone passes and KVM then
+    # leaves every domain paused at the kernel's first instruction it cannot emulate.
+    accel = choose(None, kernel=probe_kernel(images))
     seeds = write_all_seeds(plan, state, nested_virt=accel.nested_virt)
     launch = launcher.Launch(
         plan=plan,
         state=state,
-        images=_images(topo.lab.release),
+        images=images,
         seeds=seeds,
         accel=accel,
         pool_dir=default_pool_dir(URI, LAB),
