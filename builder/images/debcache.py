@@ -24,6 +24,20 @@ INDEX = "Packages"
 _MEMO = ".stackseed-index.json"
 
 
+def private_apt_options(work: Path) -> list[str]:
+    """apt-get options that keep lists, archives and sources under `work`: the host's own apt
+    state is neither read nor changed."""
+    return [
+        f"-oDir::Etc::sourcelist={work / 'sources.list'}",
+        "-oDir::Etc::sourceparts=-",
+        f"-oDir::State::Lists={work / 'lists'}",
+        f"-oDir::Cache::archives={work / 'archives'}",
+        "-oAPT::Get::List-Cleanup=0",
+        "-oDebug::NoDropPrivs=1",
+        "-oAPT::Sandbox::User=root",
+    ]
+
+
 def deb_files(cache: Path) -> list[Path]:
     return sorted(cache.glob("*.deb")) if cache.is_dir() else []
 
@@ -113,16 +127,7 @@ def download(
         (work / "sources.list").write_text(
             f"deb {mirror} {release} main\ndeb {security_mirror} {release}-security main\n"
         )
-        options = [
-            f"-oDir::Etc::sourcelist={work / 'sources.list'}",
-            "-oDir::Etc::sourceparts=-",
-            f"-oDir::State::Lists={work / 'lists'}",
-            f"-oDir::Cache::archives={work / 'archives'}",
-            "-oAPT::Get::List-Cleanup=0",
-            "-oDebug::NoDropPrivs=1",
-            "-oAPT::Sandbox::User=root",
-            "-oAPT::Architecture=amd64",
-        ]
+        options = [*private_apt_options(work), "-oAPT::Architecture=amd64"]
         for step in (["update"], ["download", *packages]):
             try:
                 result = subprocess.run(

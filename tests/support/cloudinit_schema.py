@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from builder.images.debcache import private_apt_options
 from builder.paths import cache_root
 
 SUITE = "trixie"
@@ -23,15 +24,7 @@ def validator_root() -> Path:
 
 
 def _apt_options(work: Path) -> list[str]:
-    return [
-        f"-oDir::Etc::sourcelist={work / 'sources.list'}",
-        "-oDir::Etc::sourceparts=-",
-        f"-oDir::State::Lists={work / 'lists'}",
-        f"-oDir::Cache::archives={work / 'archives'}",
-        "-oAPT::Get::List-Cleanup=0",
-        "-oDebug::NoDropPrivs=1",
-        "-oAPT::Sandbox::User=root",
-    ]
+    return private_apt_options(work)
 
 
 def ensure_validator() -> Path:
