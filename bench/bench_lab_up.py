@@ -26,7 +26,7 @@ from builder.plan import make_plan
 from builder.seed import write_all_seeds
 from builder.state import LabState
 from vms import launcher, watch
-from vms.accel import Accel, choose
+from vms.accel import Accel, choose, probe_kernel
 from vms.storage import default_pool_dir
 
 URI = "qemu:///system"
@@ -109,7 +109,9 @@ def main() -> None:
     args = parser.parse_args()
     conn = libvirt.open(URI)
     accels = [choose("tcg")]
-    probed = choose(None)
+    # The probe must boot a guest kernel: firmware alone passes on hosts where KVM cannot
+    # run Debian's kernel (a nested PVM host), and the domains would then sit paused.
+    probed = choose(None, kernel=probe_kernel(images("trixie")))
     if probed.mode == "kvm":
         accels.append(probed)
     rows = []
