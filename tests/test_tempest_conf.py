@@ -582,6 +582,18 @@ def test_a_tempest_that_reports_nothing_is_an_error(tmp_path: Path, plan) -> Non
     assert "reporting 0 tests" in outcome.errors[0] and "ImportError: boom" in outcome.errors[0]
 
 
+def test_ctrl_c_keeps_what_ran(tmp_path: Path, plan) -> None:
+    tempest, conf = stand_in(tmp_path, plan)
+
+    def interrupt(row, done, total) -> None:
+        raise KeyboardInterrupt
+
+    outcome = tempest_run.run_tests(tempest, conf, RUN_IDS, keep_going=True, progress=interrupt)
+    assert outcome.interrupted and not outcome.ok
+    assert outcome.results.counts()["pass"] == 1
+    assert "t.D.test_ok" in outcome.results.not_run()
+
+
 # --- the command ------------------------------------------------------------------------------
 
 
@@ -618,6 +630,23 @@ def test_command_json_and_exit_code(tmp_path: Path, plan, monkeypatch) -> None:
     assert PASSWORD not in result.output
     saved = state / "stackseed" / "tempest" / "last-run.json"
     assert json.loads(saved.read_text())["counts"] == report["counts"]
+
+
+def test_command_ctrl_c_prints_the_partial_summary(tmp_path: Path, plan, monkeypatch) -> None:
+    tempest, _ = stand_in(tmp_path / "venv-root", plan)
+    monkeypatch.setenv("STACKSEED_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(cli_tempest, "ensure_tempest", lambda say: tempest)
+    monkeypatch.setattr(cli_tempest, "configure", lambda lab, cloud_config, timeout: ("", "pw"))
+    monkeypatch.setattr(cli_tempest, "list_tests", lambda *args: list(RUN_IDS))
+
+    def interrupt(row, done, total) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_tempest, "show_progress", interrupt)
+    args = ["--state-dir", str(tmp_path / "state"), "-t", str(DEFAULT_TOPOLOGY), "--keep-going"]
+    result = CliRunner().invoke(cli_tempest.tempest_command, args)
+    assert result.exit_code == 130, result.output
+    assert "1 test" in result.stdout and "interrupted: 3 tests not run" in result.output
 
 
 # --- tempest itself, where it is installed ----------------------------------------------------

@@ -185,6 +185,9 @@ def tempest_command(
         for line in notes(outcome, saved):
             err.print(line, soft_wrap=True)
 
+    if outcome.interrupted:  # the partial report, then the exit status of an interrupt
+        finish(as_json, report, show, ok=True)
+        raise SystemExit(130)
     finish(as_json, report, show, ok=outcome.ok)
 
 
@@ -212,7 +215,11 @@ def configure(lab: Lab, cloud_config: Path | None, timeout: int) -> tuple[str, s
 def notes(outcome: Outcome, saved: Path) -> list[str]:
     lines = [f"[bold red]tempest:[/bold red] {escape(error)}" for error in outcome.errors]
     left = outcome.results.not_run()
-    if outcome.stopped_early:
+    if outcome.interrupted:
+        lines.append(
+            f"interrupted: {len(left)} tests not run; re-run the same command to run them all"
+        )
+    elif outcome.stopped_early:
         lines.append(
             f"stopped after the first failure: {len(left)} tests not run "
             "(--keep-going runs them all)"

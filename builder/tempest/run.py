@@ -174,6 +174,7 @@ class Outcome:
     results: Results
     seconds: float
     stopped_early: bool = False
+    interrupted: bool = False  # Ctrl-C: the results so far are still worth showing
     errors: list[str] = field(default_factory=list)  # tempest itself went wrong
 
     @property
@@ -181,6 +182,7 @@ class Outcome:
         counts = self.results.counts()
         return (
             not self.errors
+            and not self.interrupted
             and counts["fail"] == 0
             and not self.results.not_run()
             and counts["pass"] + counts["skip"] > 0
@@ -211,7 +213,11 @@ def run_tests(
         load_list = root / "selection.txt"
         write_private(load_list, "".join(f"{t}\n" for t in batch).encode())
         command = run_command(tempest, conf, load_list, concurrency, combine=index > 0)
-        error = _run_batch(command, root, conf, stream, results, progress)
+        try:
+            error = _run_batch(command, root, conf, stream, results, progress)
+        except KeyboardInterrupt:  # tempest has cleaned up; what ran so far is the report
+            outcome.interrupted = True
+            break
         if error:
             outcome.errors.append(error)
         if not keep_going and (error or results.counts()["fail"]) and index < len(plan) - 1:
