@@ -14,45 +14,24 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import DEFAULT, REPO
+from support.live_lab import URI, lab, ok
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.libvirt]
-URI = "qemu:///system"
 LAB = "stackseed"
 REPORT = Path(os.environ.get("STACKSEED_POWER_CYCLE_REPORT", "/var/tmp/stackseed-power-cycle.json"))
 
 
-def _lab(*args: str, timeout: float = 4800) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-c", "from builder.cli.lab import main; main()", *args]
-    connect = [] if args[0] == "verify" else ["--connect", URI]
-    return subprocess.run(
-        [*argv, "-t", str(DEFAULT), *connect],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def _ok(done: subprocess.CompletedProcess[str]) -> str:
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    return done.stdout
-
-
 def _states() -> dict[str, str]:
-    return {row["node"]: row["state"] for row in json.loads(_ok(_lab("status", "--json")))}
+    return {row["node"]: row["state"] for row in json.loads(ok(lab("status", "--json")))}
 
 
 def _timed(figures: dict[str, float], name: str, *args: str) -> str:
     started = time.monotonic()
-    output = _ok(_lab(*args))
+    output = ok(lab(*args))
     figures[name] = round(time.monotonic() - started)
     return output
 
@@ -71,7 +50,7 @@ def test_stop_start_and_a_power_cut_each_come_back_verified() -> None:
     assert output.index("compute1: shutdown requested") < output.index("controller: shutdown")
     assert "forced off" not in output, output
     assert set(_states().values()) == {"shut off"}
-    assert "nothing to stop" in _ok(_lab("stop"))
+    assert "nothing to stop" in ok(lab("stop"))
     output = _timed(figures, "lab start --wait", "start", "--wait", "--timeout", "3600")
     assert "the cloud answers" in output, output
     assert set(_states().values()) == {"running"}

@@ -13,37 +13,16 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import DEFAULT, REPO
+from support.live_lab import URI, lab, ok
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.libvirt]
-URI = "qemu:///system"
 NAME = "e2e-golden"
 BUDGET = 120.0  # seconds from `lab up --from` to every API in the catalog answering
 REPORT = Path(os.environ.get("STACKSEED_SNAPSHOT_REPORT", "/var/tmp/stackseed-snapshot.json"))
-
-
-def _lab(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-c", "from builder.cli.lab import main; main()", *args]
-    # verify talks to the cloud, not to libvirt: it has no --connect.
-    where = [] if args[0] == "verify" else ["--connect", URI]
-    return subprocess.run(
-        [*argv, "-t", str(DEFAULT), *where],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def _ok(done: subprocess.CompletedProcess[str]) -> str:
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    return done.stdout
 
 
 def _lab_objects() -> dict[str, list[str]]:
@@ -62,11 +41,11 @@ def _lab_objects() -> dict[str, list[str]]:
 
 def _restore_timed() -> dict[str, float]:
     started = time.monotonic()
-    output = _ok(_lab("up", "--from", NAME, "--timeout", "900", timeout=1800))
+    output = ok(lab("up", "--from", NAME, "--timeout", "900", timeout=1800))
     total = time.monotonic() - started
     found = re.search(r"every API in the catalog responds (\d+)s after the command", output)
     assert found, output[-3000:]
-    status = json.loads(_ok(_lab("status", "--json")))
+    status = json.loads(ok(lab("status", "--json")))
     assert {row["state"] for row in status} == {"running"}, status
     assert {row["phase"] for row in status} == {"ready"}, status  # no first boot again
     return {"catalog": float(found.group(1)), "command": total}
@@ -79,12 +58,12 @@ def test_snapshot_down_up_from_verify_down_delete() -> None:
     if not (lab_state / "ssh" / "id_ed25519").exists():
         pytest.skip(f"no lab up with its state in {state_root()}")
     figures: dict[str, object] = {}
-    _ok(_lab("verify", timeout=3600))
+    ok(lab("verify", timeout=3600))
 
     started = time.monotonic()
-    output = _ok(_lab("snapshot", NAME, "--replace", timeout=3600))
+    output = ok(lab("snapshot", NAME, "--replace", timeout=3600))
     figures["snapshot seconds"] = round(time.monotonic() - started)
-    rows = {r["name"]: r for r in json.loads(_ok(_lab("snapshots", "--json")))}
+    rows = {r["name"]: r for r in json.loads(ok(lab("snapshots", "--json")))}
     row = rows[NAME]
     assert row["verified"] is True and row["matches"] is True, row
     figures["snapshot bytes on disk"] = row["size"]
@@ -97,17 +76,17 @@ def test_snapshot_down_up_from_verify_down_delete() -> None:
     }
     figures["snapshot output"] = output.splitlines()
     try:
-        _ok(_lab("down", timeout=900))
+        ok(lab("down", timeout=900))
         assert _lab_objects() == {"domains": [], "networks": [], "pools": []}
         assert (directory / "manifest.json").is_file(), "lab down must keep the snapshot"
 
         figures["up --from"] = _restore_timed()
         assert figures["up --from"]["catalog"] <= BUDGET, figures
         started = time.monotonic()
-        _ok(_lab("verify", timeout=3600))
+        ok(lab("verify", timeout=3600))
         figures["verify after restore seconds"] = round(time.monotonic() - started)
 
-        _ok(_lab("down", timeout=900))
+        ok(lab("down", timeout=900))
         assert _lab_objects() == {"domains": [], "networks": [], "pools": []}
         assert not Path("/var/lib/libvirt/images/stackseed-stackseed").exists()
         assert sorted(p.name for p in directory.iterdir()) == sorted(
@@ -117,5 +96,5 @@ def test_snapshot_down_up_from_verify_down_delete() -> None:
     finally:
         REPORT.write_text(json.dumps(figures, indent=1))
         print(json.dumps(figures, indent=1))
-    _ok(_lab("snapshot", "--delete", NAME))
+    ok(lab("snapshot", "--delete", NAME))
     assert not directory.exists()
