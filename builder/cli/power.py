@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 
 from builder.cli.common import Lab, err, lab_lock, out, timeout_option, topology_options
-from builder.cli.snapshot import _wait_cloud
+from builder.cli.snapshot import wait_for_cloud
 from vms import domains, power
 from vms.commands import _explained, _known, _wait, connect_option
 from vms.connect import is_test_driver, open_connection, resolve_uri
@@ -108,7 +108,7 @@ def start(
         )
         return
     left = max(timeout - (time.monotonic() - began), 1.0)
-    times = _wait_cloud(lab, left, began)
+    times = wait_for_cloud(lab, left, began)
     out.print(f"lab {lab.plan.lab} is back: the cloud answers after {max(times.values()):.0f}s")
 
 
