@@ -93,7 +93,7 @@ def up_and_watch(
         return read_progress(path) if fresh else Progress()
 
     while proc.poll() is None or len(done) < len(names):
-        if pending and progress(pending[0]).phase == (f"firstboot:{pending[1]}"):
+        if pending and pending[1] in progress(pending[0]).running:
             lab(["reboot", pending[0]], topology, stdout=log, stderr=subprocess.STDOUT)
             events[f"{pending[0]} rebooted"] = time.monotonic() - start
             pending = None

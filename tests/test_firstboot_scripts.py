@@ -16,7 +16,7 @@ from builder.secrets import NAMES
 
 FIRSTBOOT = TEMPLATES / "firstboot"
 PHASES = sorted(FIRSTBOOT.glob("*/*.sh"))
-SHELL_FILES = [FIRSTBOOT / "stackseed-firstboot", FIRSTBOOT / "lib.sh", *PHASES]
+SHELL_FILES = [FIRSTBOOT / "lib.sh", *PHASES]
 BY_ROLE = yaml.safe_load((FIRSTBOOT / "secrets-by-role.yaml").read_text())
 
 SECRET_USE = re.compile(r"\b(?:secret|need_secrets)\s+([a-z_ ]+)")

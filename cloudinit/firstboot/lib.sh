@@ -62,6 +62,11 @@ secret() {
 # How long a node waits for a service on another node: the controller's whole assembly under
 # TCG, plus a reboot of it, plus nodes started long before it.
 PEER_TIMEOUT=5400
+# How long a service this phase started may take to answer: an API imports its whole project
+# under TCG, and since phases run side by side (phases.yaml) another service loads beside it.
+# A wait ends as soon as the service answers, so the bound costs nothing when all goes well.
+# shellcheck disable=SC2034 # read by the phases that source this
+SERVICE_TIMEOUT=900
 # How long a node's services may take to show up alive in the controller's APIs once their
 # phases ran (the controller answers by then; a starved nova-compute loads for minutes).
 JOIN_TIMEOUT=${STACKSEED_JOIN_TIMEOUT:-1200}
