@@ -117,6 +117,7 @@ def render_node(
         "runner": (FIRSTBOOT / "stackseed-firstboot").read_text(),
         "library": (FIRSTBOOT / "lib.sh").read_text(),
         "joined": (FIRSTBOOT / "stackseed-joined").read_text(),
+        "cloud": (FIRSTBOOT / "stackseed-cloud").read_text(),
         "phases": phases(node.role),
         "phase_table": json.dumps(table_for(node.role).as_json(), indent=2) + "\n",
     }

@@ -33,7 +33,7 @@ def secrets_used(text: str) -> set[str]:
         names.update(w for w in re.split(r"\s+", line) if w in NAMES)
     if "transport_url" in text:
         names.add("rabbit_password")
-    if "os_py" in text:
+    if "stackseed_cloud" in text:  # logs in as admin, password from secrets.json
         names.add("admin_password")
     return names
 
