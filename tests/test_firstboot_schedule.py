@@ -276,3 +276,13 @@ def test_chains_weigh_each_phase_by_the_work_it_unblocks() -> None:
     assert runner.ready(needs, ["c", "e", "d"], {"a"}, runner.chains(needs, seconds)) == ["c", "e"]
     # A cycle (the run reports it as stuck) must not hang the weighing.
     assert set(runner.chains({"x": ["y"], "y": ["x"]}, {"x": 1, "y": 1})) == {"x", "y"}
+
+
+def test_a_runner_bug_still_ends_in_a_fail_marker(root: Root) -> None:
+    root.phase("10-a.sh", 'touch "$STACKSEED_ROOT/ran"')
+    root.table(1, {"10-a": "not an entry"})  # type: ignore[dict-item]
+    result = root.run()
+    assert result.returncode == 1
+    assert not (root.base / "ran").exists()
+    assert "phase=firstboot status=fail reason=runner-error" in root.console.read_text()
+    assert "Traceback" in root.log.read_text()
