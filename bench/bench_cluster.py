@@ -126,6 +126,9 @@ def main() -> None:
         help="lab verify's wait for each slow step (server ACTIVE, guest boot, volume status)",
     )
     parser.add_argument("--keep", action="store_true", help="leave the lab up")
+    parser.add_argument(
+        "--deep", action="store_true", help="lab verify --deep (console and floating IP ping)"
+    )
     parser.add_argument("--skip-up", action="store_true", help="measure the lab that is up")
     parser.add_argument(
         "--first",
@@ -163,7 +166,8 @@ def main() -> None:
 
     started = time.monotonic()
     verify = lab(
-        ["verify", "--json", "--timeout", str(args.verify_timeout)],
+        ["verify", "--json", "--timeout", str(args.verify_timeout)]
+        + (["--deep"] if args.deep else []),
         args.topology,
         capture_output=True,
     )
@@ -214,7 +218,9 @@ def main() -> None:
         f"| {'' if c['ok'] else c['detail'].replace('|', '/')} |"
         for c in verdict["checks"]
     ]
-    lines += ["", f"`lab verify` wall time: {verify_s:.0f} s."]
+    command = "lab verify --deep" if args.deep else "lab verify"
+    total = "" if up is None else f"; with `lab up --wait`, {up['total'] + verify_s:.0f} s in all"
+    lines += ["", f"`{command}` wall time: {verify_s:.0f} s{total}."]
     write_section(args.section, "\n".join(lines))
 
 
