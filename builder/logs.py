@@ -29,7 +29,7 @@ import yaml
 
 from builder.errors import StackseedError, UsageError
 
-# The runner's own rule (cloudinit/firstboot/stackseed-firstboot, REDACT_PY): shorter values
+# The runner's own rule (cloudinit/firstboot/stackseed-firstboot, MIN_SECRET): shorter values
 # would blank out ordinary words, and every generated secret is far longer.
 MIN_SECRET = 6
 MASK = b"***"

@@ -37,3 +37,14 @@ def phase_times(text: str) -> list[PhaseTime]:
         elif (began := starts.pop(m["phase"], None)) is not None:
             rows.append(PhaseTime(m["phase"], (at - began).total_seconds(), int(m["rc"])))
     return rows
+
+
+def wall_seconds(text: str) -> float | None:
+    """Seconds from the first phase's start to the last phase's end: the node's first boot as
+    it took, phases that ran side by side counted once (their sum would count them twice)."""
+    times = [
+        datetime.fromisoformat(m["at"].replace("Z", "+00:00"))
+        for line in text.splitlines()
+        if (m := RUN_LINE.match(line.strip()))
+    ]
+    return (max(times) - min(times)).total_seconds() if times else None

@@ -12,6 +12,7 @@ import jinja2
 import yaml
 
 from builder.paths import TEMPLATES
+from builder.phases import table_for
 from builder.plan import Plan, PlannedNode, node_facts
 from builder.sshkeys import ensure_keypair
 from builder.state import LabState
@@ -116,7 +117,9 @@ def render_node(
         "runner": (FIRSTBOOT / "stackseed-firstboot").read_text(),
         "library": (FIRSTBOOT / "lib.sh").read_text(),
         "joined": (FIRSTBOOT / "stackseed-joined").read_text(),
+        "cloud": (FIRSTBOOT / "stackseed-cloud").read_text(),
         "phases": phases(node.role),
+        "phase_table": json.dumps(table_for(node.role).as_json(), indent=2) + "\n",
     }
     user_data = env.get_template(node.template).render(context)
     network_config = env.get_template("network-config.yaml.j2").render(context)

@@ -7,6 +7,7 @@ clients such as tempest and Horizon's Angular code look services up by the offic
 from __future__ import annotations
 
 import json
+import re
 
 import os_service_types
 import pytest
@@ -58,12 +59,15 @@ def test_cinder_is_block_storage_with_volumev3_beside_it(catalog: list[dict]) ->
 def test_catalog_names_only_real_secrets_and_roles_the_identity_phase_creates(
     catalog: list[dict],
 ) -> None:
-    created = (TEMPLATES / "firstboot/controller/31-identity.sh").read_text()
+    phase = (TEMPLATES / "firstboot/controller/31-identity.sh").read_text()
+    maker = (TEMPLATES / "firstboot/stackseed-cloud").read_text()
+    roles = re.search(r"^ROLES = \((.*)\)$", maker, re.M)
+    assert roles, "stackseed-cloud declares the roles it creates"
     for entry in catalog:
         assert entry["secret"] in NAMES
-        assert entry["secret"] in created, "need_secrets must list it"
+        assert entry["secret"] in phase, "need_secrets must list it"
         for role in entry.get("roles", []):
-            assert f'"{role}"' in created
+            assert f'"{role}"' in roles.group(1)
 
 
 def test_lab_verify_requires_the_official_types(catalog: list[dict]) -> None:

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -134,7 +135,7 @@ class Node:
             "STACKSEED_JOIN_TIMEOUT": "2",
         }
         return subprocess.run(
-            ["bash", str(FIRSTBOOT / "stackseed-firstboot")],
+            [sys.executable, str(FIRSTBOOT / "stackseed-firstboot")],
             env=env,
             capture_output=True,
             text=True,

@@ -6,70 +6,20 @@ into tmp_path and STACKSEED_CONSOLE stands in for the serial console (a file her
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from builder.paths import TEMPLATES
-
-FIRSTBOOT = TEMPLATES / "firstboot"
-RUNNER = FIRSTBOOT / "stackseed-firstboot"
-LIB = FIRSTBOOT / "lib.sh"
-SECRET = "5ec12e7c0ffee5ec12e7c0ffee5ec12e"  # looks like builder.secrets' hex values
+from tests.support.scratch_node import RUNNER, SECRET, Root
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-
-
-class Root:
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.phases = base / "usr/local/lib/stackseed/firstboot.d"
-        self.phases.mkdir(parents=True)
-        self.console = base / "console"
-        etc = base / "etc/stackseed"
-        etc.mkdir(parents=True)
-        facts = {"node": {"name": "node7", "role": "compute", "ip": "10.0.0.7"}, "region": "R1"}
-        (etc / "node.json").write_text(json.dumps(facts))
-        secrets = etc / "secrets.json"
-        secrets.write_text(json.dumps({"rabbit_password": SECRET}))
-        secrets.chmod(0o600)
-        lib = base / "usr/local/lib/stackseed/lib.sh"
-        shutil.copyfile(LIB, lib)
-
-    @property
-    def log(self) -> Path:
-        return self.base / "var/log/stackseed/firstboot.log"
-
-    @property
-    def done(self) -> Path:
-        return self.base / "var/lib/stackseed/done"
-
-    def phase(self, name: str, body: str) -> None:
-        path = self.phases / name
-        path.write_text('#!/bin/bash\nset -eu -o pipefail\n. "$STACKSEED_LIB"\n' + body + "\n")
-        path.chmod(0o755)
-
-    def run(self) -> subprocess.CompletedProcess[str]:
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "STACKSEED_ROOT": str(self.base),
-            "STACKSEED_CONSOLE": str(self.console),
-        }
-        return subprocess.run(
-            ["bash", str(RUNNER)], env=env, capture_output=True, text=True, timeout=120
-        )
-
-    def console_lines(self) -> list[str]:
-        if not self.console.exists():
-            return []
-        return [line.rstrip("\r") for line in self.console.read_text().splitlines()]
 
 
 @pytest.fixture
@@ -135,7 +85,7 @@ def test_failure_names_the_phase_shows_its_tail_and_stops(root: Root) -> None:
     assert "STACKSEED node=node7 phase=20-bad status=fail" in console
     assert console[-1] == "STACKSEED node=node7 phase=firstboot status=fail"
     text = "\n".join(console)
-    assert "failed phase 20-bad: see /var/log/stackseed/firstboot.log" in text
+    assert "failed phase 20-bad: see /var/log/stackseed/phases/20-bad.log" in text
     assert "bridge br-provider is missing" in text
     assert "fine" not in text  # only the failing phase's lines
 
@@ -191,7 +141,7 @@ def test_a_shutdown_mid_phase_is_interrupted_not_failed_and_resumes(root: Root) 
         "STACKSEED_CONSOLE": str(root.console),
     }
     # Like systemd stopping cloud-final at shutdown: TERM to every process of the run.
-    proc = subprocess.Popen(["bash", str(RUNNER)], env=env, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, str(RUNNER)], env=env, start_new_session=True)
     deadline = time.monotonic() + 30
     while not started.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -215,7 +165,7 @@ def test_a_second_runner_does_not_interleave(root: Root) -> None:
         "STACKSEED_ROOT": str(root.base),
         "STACKSEED_CONSOLE": str(root.console),
     }
-    first = subprocess.Popen(["bash", str(RUNNER)], env=env)
+    first = subprocess.Popen([sys.executable, str(RUNNER)], env=env)
     deadline = time.monotonic() + 30
     while not (root.base / "started").exists() and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -16,7 +16,7 @@ from builder.secrets import NAMES
 
 FIRSTBOOT = TEMPLATES / "firstboot"
 PHASES = sorted(FIRSTBOOT.glob("*/*.sh"))
-SHELL_FILES = [FIRSTBOOT / "stackseed-firstboot", FIRSTBOOT / "lib.sh", *PHASES]
+SHELL_FILES = [FIRSTBOOT / "lib.sh", *PHASES]
 BY_ROLE = yaml.safe_load((FIRSTBOOT / "secrets-by-role.yaml").read_text())
 
 SECRET_USE = re.compile(r"\b(?:secret|need_secrets)\s+([a-z_ ]+)")
@@ -33,7 +33,7 @@ def secrets_used(text: str) -> set[str]:
         names.update(w for w in re.split(r"\s+", line) if w in NAMES)
     if "transport_url" in text:
         names.add("rabbit_password")
-    if "os_py" in text:
+    if "stackseed_cloud" in text:  # logs in as admin, password from secrets.json
         names.add("admin_password")
     return names
 

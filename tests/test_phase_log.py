@@ -1,4 +1,4 @@
-from builder.phase_log import phase_times
+from builder.phase_log import phase_times, wall_seconds
 
 LOG = """\
 ==== controller phase=10-base start 2026-11-25T07:00:00Z
@@ -24,3 +24,16 @@ def test_durations_per_run_with_exit_status() -> None:
 def test_unfinished_phase_and_stray_exit_are_left_out() -> None:
     text = "==== n phase=a exit=0 2026-11-25T07:00:00Z\n==== n phase=b start 2026-11-25T07:00:00Z\n"
     assert phase_times(text) == []
+
+
+def test_wall_time_counts_phases_that_ran_side_by_side_once() -> None:
+    text = (
+        "==== c phase=42-nova start 2026-11-25T07:00:00Z\n"
+        "==== c phase=43-neutron start 2026-11-25T07:00:01Z\n"
+        "[43-neutron] waiting for neutron-server\n"
+        "==== c phase=43-neutron exit=0 2026-11-25T07:03:00Z\n"
+        "==== c phase=42-nova exit=0 2026-11-25T07:04:00Z\n"
+    )
+    assert sum(r.seconds for r in phase_times(text)) == 419.0
+    assert wall_seconds(text) == 240.0
+    assert wall_seconds("no runner lines\n") is None

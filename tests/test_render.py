@@ -81,6 +81,10 @@ def test_user_data_content(tmp_path: Path) -> None:
         assert node_secrets == secrets_for(node.role, secrets)
         scripts = [p for p in files if p.startswith("/usr/local/lib/stackseed/firstboot.d/")]
         assert [Path(p).name for p in scripts] == [n for n, _ in phases(node.role)]
+        for helper in ("stackseed-joined", "stackseed-cloud"):
+            path = f"/usr/local/lib/stackseed/{helper}"
+            assert files[path]["permissions"] == "0755"
+            assert files[path]["content"] == (REPO / "cloudinit/firstboot" / helper).read_text()
         runner = ["/usr/local/sbin/stackseed-firstboot"]
         assert runner in data["runcmd"]
         # The resume unit is enabled before the first run, so a reboot mid-run resumes it.

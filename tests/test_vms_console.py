@@ -137,3 +137,53 @@ def test_a_hard_reset_without_the_interrupted_marker_also_resumes():
     text = BOOT + "STACKSEED node=c phase=42-nova status=start\n" + BOOT + FINISHED
     progress = scan(text)
     assert progress.failed is None and progress.phase == "firstboot:resuming"
+
+
+def test_phases_running_side_by_side_are_shown_together_until_each_ends():
+    lines = [
+        "STACKSEED node=c phase=31-identity status=done",
+        "STACKSEED node=c phase=41-placement status=start",
+        "STACKSEED node=c phase=43-neutron status=start",
+        "STACKSEED node=c phase=44-cinder status=start",
+    ]
+    progress = scan(BOOT + "\n".join(lines) + "\n")
+    assert progress.phase == "firstboot:41-placement, 43-neutron, 44-cinder"
+    assert progress.running == ["41-placement", "43-neutron", "44-cinder"]
+    progress.feed("STACKSEED node=c phase=41-placement status=done")
+    progress.feed("STACKSEED node=c phase=42-nova status=start")
+    assert progress.phase == "firstboot:43-neutron, 44-cinder, 42-nova"
+    assert not progress.reached("ready") and progress.failed is None
+
+
+def test_a_failure_beside_running_phases_names_the_failed_one():
+    text = BOOT + (
+        "STACKSEED node=c phase=42-nova status=start\n"
+        "STACKSEED node=c phase=43-neutron status=start\n"
+        "STACKSEED node=c phase=42-nova status=interrupted\n"
+        "STACKSEED node=c phase=43-neutron status=fail\n"
+        "STACKSEED node=c failed phase 43-neutron: see /var/log/stackseed/phases/43-neutron.log\n"
+        "STACKSEED node=c phase=firstboot status=fail\n"
+    )
+    progress = scan(text)
+    assert progress.failed == "STACKSEED node=c phase=43-neutron status=fail"
+    assert progress.phase == "firstboot:43-neutron"
+
+
+def test_a_reboot_interrupting_several_phases_names_them_all_and_resumes():
+    text = BOOT + (
+        "STACKSEED node=c phase=42-nova status=start\n"
+        "STACKSEED node=c phase=43-neutron status=start\n"
+        "STACKSEED node=c phase=42-nova status=interrupted\n"
+        "STACKSEED node=c phase=43-neutron status=interrupted\n"
+    )
+    progress = scan(text)
+    assert progress.phase == "firstboot:42-nova, 43-neutron (interrupted)"
+    assert progress.failed is None and progress.running == []
+    progress = scan(text + BOOT + FINISHED + "STACKSEED node=c phase=43-neutron status=start\n")
+    assert progress.phase == "firstboot:43-neutron" and progress.failed is None
+
+
+def test_an_interruption_between_phases_is_not_a_failure():
+    text = BOOT + "STACKSEED node=c phase=firstboot status=interrupted\n" + BOOT + FINISHED
+    progress = scan(text)
+    assert progress.failed is None and progress.phase == "firstboot:resuming"

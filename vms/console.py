@@ -1,8 +1,10 @@
 """What a node's serial console says about its boot: kernel, cloud-init stages, first-boot phases.
 
 The guest prints `STACKSEED node=<n> phase=<p> status=start|done|fail` per first-boot phase and
-`phase=firstboot status=done|fail` at the end; cloud-init prints its own stage lines. A reboot
-mid-way prints `status=interrupted`; the next boot's resume unit carries on with the phases.
+`phase=firstboot status=done|fail` at the end; cloud-init prints its own stage lines. Phases
+whose needs allow it run side by side, so their markers interleave: the node's phase reads as
+every phase running at once. A reboot mid-way prints `status=interrupted` for each running
+phase; the next boot's resume unit carries on with the phases.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ class Progress:
     final_uptime: float | None = None
     boots: int = 0
     history: list[str] = field(default_factory=list)
+    running: list[str] = field(default_factory=list)  # phases started, not ended, in start order
+    stopped: list[str] = field(default_factory=list)  # phases interrupted by the last stop
 
     def feed(self, line: str) -> None:
         marker = MARKER.search(line)
@@ -85,6 +89,7 @@ class Progress:
                 self.phase = "firstboot (never reported done)"
         elif KERNEL.search(line):
             self.boots += 1
+            self.running.clear()
             if self.boots == 1:
                 self._set("kernel")
             else:
@@ -94,16 +99,28 @@ class Progress:
             self.failed = line.strip()
 
     def _marker(self, phase: str, status: str, line: str) -> None:
-        if phase == "firstboot":
-            self.firstboot = "done" if status == "done" else "fail"
-            self._set("ready" if status == "done" else "firstboot")
-        elif status == "interrupted":
+        if status == "interrupted":
             self.firstboot = "interrupted"
-            self._set(f"firstboot:{phase} (interrupted)")
+            if phase in self.running:
+                self.running.remove(phase)
+            if phase != "firstboot":
+                self.stopped.append(phase)
+            self._set(f"firstboot:{', '.join(self.stopped) or phase} (interrupted)")
+        elif phase == "firstboot":
+            self.firstboot = "done" if status == "done" else "fail"
+            self.running.clear()
+            self._set("ready" if status == "done" else "firstboot")
         else:
             if self.firstboot in (None, "interrupted"):
                 self.firstboot = "running"
-            self._set(f"firstboot:{phase}")
+                self.stopped.clear()
+            if status == "start":
+                self.running.append(phase)
+            elif phase in self.running:
+                self.running.remove(phase)
+            # A failed phase is named alone; otherwise every phase still running is shown.
+            shown = self.running if self.running and status != "fail" else [phase]
+            self._set(f"firstboot:{', '.join(shown)}")
         if status == "fail":
             self.failed = line.strip()
 

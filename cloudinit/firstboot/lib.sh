@@ -62,6 +62,11 @@ secret() {
 # How long a node waits for a service on another node: the controller's whole assembly under
 # TCG, plus a reboot of it, plus nodes started long before it.
 PEER_TIMEOUT=5400
+# How long a service this phase started may take to answer: an API imports its whole project
+# under TCG, and since phases run side by side (phases.yaml) another service loads beside it.
+# A wait ends as soon as the service answers, so the bound costs nothing when all goes well.
+# shellcheck disable=SC2034 # read by the phases that source this
+SERVICE_TIMEOUT=900
 # How long a node's services may take to show up alive in the controller's APIs once their
 # phases ran (the controller answers by then; a starved nova-compute loads for minutes).
 JOIN_TIMEOUT=${STACKSEED_JOIN_TIMEOUT:-1200}
@@ -315,93 +320,16 @@ INI
 
 # --- OpenStack API calls -----------------------------------------------------------------
 
-# os_py: runs the Python on stdin in ONE process with `conn` (admin openstacksdk connection),
-# `facts` and `secret()` defined, plus small ensure_* helpers that find before they create.
-# One process per phase: the `openstack` CLI costs seconds per call under TCG.
-os_py() {
-    local prelude
-    prelude=$(
-        cat <<'PY'
-import json, os, sys
-import openstack
-
-facts = json.load(open(os.environ["STACKSEED_NODE_JSON"]))
-_secrets = json.load(open(os.environ["STACKSEED_SECRETS_JSON"]))
-
-
-def secret(name):
-    return _secrets[name]
-
-
-CTL = facts["controller"]["ip"]
-REGION = facts["region"]
-conn = openstack.connect(
-    auth_url=f"http://{CTL}:5000/v3", username="admin", password=secret("admin_password"),
-    project_name="admin", user_domain_name="Default", project_domain_name="Default",
-    region_name=REGION, identity_api_version="3",
-)
-
-
-def say(msg):
-    print(f"[{os.environ.get('STACKSEED_PHASE', 'py')}] {msg}", flush=True)
-
-
-def ensure_project(name, description=""):
-    found = conn.identity.find_project(name, domain_id="default")
-    if found:
-        return found
-    say(f"creating project {name}")
-    return conn.identity.create_project(name=name, domain_id="default", description=description)
-
-
-def ensure_role(name):
-    return conn.identity.find_role(name) or conn.identity.create_role(name=name)
-
-
-def ensure_user(name, password, project="service", role="admin"):
-    user = conn.identity.find_user(name, domain_id="default")
-    if user:
-        conn.identity.update_user(user, password=password)
-    else:
-        say(f"creating user {name}")
-        user = conn.identity.create_user(name=name, password=password, domain_id="default")
-    proj = conn.identity.find_project(project, domain_id="default", ignore_missing=False)
-    conn.identity.assign_project_role_to_user(proj, user, ensure_role(role))
-    return user
-
-
-def ensure_service(name, type_, description, url):
-    """A service with public, internal and admin endpoints in the region, all at url."""
-    service = next(iter(conn.identity.services(type=type_, name=name)), None)
-    if service is None:
-        say(f"creating service {name} ({type_})")
-        service = conn.identity.create_service(name=name, type=type_, description=description)
-    for interface in ("public", "internal", "admin"):
-        existing = [
-            e for e in conn.identity.endpoints(service_id=service.id, interface=interface)
-            if e.region_id == REGION
-        ]
-        if not existing:
-            say(f"creating {interface} endpoint for {name}: {url}")
-            conn.identity.create_endpoint(
-                service_id=service.id, interface=interface, url=url, region_id=REGION
-            )
-        for extra in existing[1:]:
-            conn.identity.delete_endpoint(extra)
-        if existing and existing[0].url != url:
-            conn.identity.update_endpoint(existing[0], url=url)
-    return service
-PY
-    )
-    python3 -u -c "$prelude
-exec(compile(sys.stdin.read(), 'phase:' + os.environ.get('STACKSEED_PHASE', 'py'), 'exec'))"
+# stackseed_cloud token|identity|day-zero: the controller's API objects, each command in ONE
+# openstacksdk process as admin (stackseed-cloud; the `openstack` CLI costs seconds per call
+# under TCG). The admin password is read from secrets.json there, never passed here.
+stackseed_cloud() {
+    python3 -u "$STACKSEED_ROOT/usr/local/lib/stackseed/stackseed-cloud" "$@"
 }
 
-# admin_openrc_ready: the admin credentials can issue a token (keystone fully usable).
+# probe_admin_token: the admin credentials can issue a token (keystone fully usable).
 probe_admin_token() {
-    os_py <<'PY'
-conn.authorize()
-PY
+    stackseed_cloud token
 }
 
 # need_secrets <name...>: fails at once when the seed lacks one, before any file is touched

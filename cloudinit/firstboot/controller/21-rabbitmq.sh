@@ -13,7 +13,7 @@ need_secrets rabbit_password
 line_once /etc/rabbitmq/rabbitmq-env.conf \
     'SERVER_ADDITIONAL_ERL_ARGS="+sbwt none +sbwtdcpu none +sbwtdio none"'
 svc_start rabbitmq-server
-wait_for "rabbitmq node up" 300 rabbitmqctl -q await_startup
+wait_for "rabbitmq node up" "$SERVICE_TIMEOUT" rabbitmqctl -q await_startup
 
 defs=$(mktemp /var/lib/rabbitmq/stackseed-defs.XXXXXX.json)
 trap 'rm -f "$defs"' EXIT

@@ -39,5 +39,5 @@ OS_BOOTSTRAP_PASSWORD=$(secret admin_password) keystone-manage bootstrap \
     --bootstrap-region-id "$(fact region)"
 
 svc_start keystone
-wait_for "keystone /v3 on $ctl:5000" 300 probe_http "http://$ctl:5000/v3" 200
-wait_for "an admin token from keystone" 300 probe_admin_token
+wait_for "keystone /v3 on $ctl:5000" "$SERVICE_TIMEOUT" probe_http "http://$ctl:5000/v3" 200
+wait_for "an admin token from keystone" "$SERVICE_TIMEOUT" probe_admin_token

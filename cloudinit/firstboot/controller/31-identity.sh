@@ -4,24 +4,12 @@ set -eu -o pipefail
 . "${STACKSEED_LIB:-/usr/local/lib/stackseed/lib.sh}"
 
 # The `service` project, roles, every service's user, service entry and three endpoints in the
-# region (one openstacksdk process), and admin-openrc for root on the node. 2025.1 guide: nova
-# and cinder also hold the `service` role (service tokens).
+# region (stackseed-cloud identity: one openstacksdk process, the catalog from node.json), and
+# admin-openrc for root on the node.
 need_secrets admin_password svc_glance svc_placement svc_nova svc_neutron svc_cinder
 ctl=$(fact node.ip)
 
-os_py <<'PY'
-ensure_project("service", "Service Project")
-for role in ("admin", "member", "reader", "service"):
-    ensure_role(role)
-# builder/data/catalog.yaml, by official service type, with the legacy types beside them.
-for entry in facts["catalog"]:
-    url = f"http://{CTL}:{entry['port']}{entry['path']}"
-    for role in ("admin", *entry.get("roles", [])):
-        ensure_user(entry["user"], secret(entry["secret"]), role=role)
-    for service in (entry, *entry.get("legacy", [])):
-        ensure_service(service["name"], service["type"], entry["description"], url)
-say("identity catalog complete")
-PY
+stackseed_cloud identity
 
 write_private /root/admin-openrc root:root 0600 <<RC
 export OS_PROJECT_DOMAIN_NAME=Default

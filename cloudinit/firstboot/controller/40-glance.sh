@@ -26,4 +26,4 @@ install -d -o glance -g glance -m 0750 /var/lib/glance/images
 
 as_user glance glance-manage db_sync
 svc_start glance-api
-wait_for "glance-api on $ctl:9292" 300 probe_http "http://$ctl:9292/" 200 300
+wait_for "glance-api on $ctl:9292" "$SERVICE_TIMEOUT" probe_http "http://$ctl:9292/" 200 300

@@ -19,4 +19,4 @@ uwsgi_processes 2 /etc/placement/placement-api-uwsgi.ini
 
 as_user placement placement-manage db sync
 svc_start placement-api
-wait_for "placement on $ctl:8778" 300 probe_http "http://$ctl:8778/" 200
+wait_for "placement on $ctl:8778" "$SERVICE_TIMEOUT" probe_http "http://$ctl:8778/" 200

@@ -67,4 +67,4 @@ as_user nova nova-manage cell_v2 list_cells
 
 # Conductor first: computes take nova-api answering as the sign that RPC has a peer.
 svc_start nova-conductor nova-scheduler nova-api nova-api-metadata nova-novncproxy
-wait_for "nova-api on $ctl:8774" 300 probe_http "http://$ctl:8774/" 200 300
+wait_for "nova-api on $ctl:8774" "$SERVICE_TIMEOUT" probe_http "http://$ctl:8774/" 200 300

@@ -67,5 +67,5 @@ as_user neutron neutron-db-manage --config-file /etc/neutron/neutron.conf \
 # The API first, alone: its workers load neutron for minutes under TCG (~700 s on Debian 12's
 # controller while the agents loaded too, past the old 300 s wait); the agents need it anyway.
 svc_start neutron-api neutron-rpc-server
-wait_for "neutron-server on $ctl:9696" 900 probe_http "http://$ctl:9696/" 200
+wait_for "neutron-server on $ctl:9696" "$SERVICE_TIMEOUT" probe_http "http://$ctl:9696/" 200
 svc_start "$l2_agent" neutron-dhcp-agent neutron-metadata-agent neutron-l3-agent

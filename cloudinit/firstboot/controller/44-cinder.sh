@@ -29,4 +29,4 @@ install -d -o cinder -g cinder -m 0750 /var/lib/cinder/tmp
 
 as_user cinder cinder-manage db sync
 svc_start cinder-api cinder-scheduler
-wait_for "cinder-api on $ctl:8776" 300 probe_http "http://$ctl:8776/" 200 300
+wait_for "cinder-api on $ctl:8776" "$SERVICE_TIMEOUT" probe_http "http://$ctl:8776/" 200 300

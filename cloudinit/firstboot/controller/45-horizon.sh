@@ -57,5 +57,5 @@ ${process_group}
 CONF
 a2enconf -q stackseed-horizon >/dev/null
 svc_start apache2
-wait_for "horizon login page at http://$ctl/horizon/auth/login/" 900 \
+wait_for "horizon login page at http://$ctl/horizon/auth/login/" "$SERVICE_TIMEOUT" \
     probe_http "http://$ctl/horizon/auth/login/" 200
