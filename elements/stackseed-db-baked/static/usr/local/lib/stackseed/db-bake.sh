@@ -80,11 +80,11 @@ bake_db_start() {
     install -d -o "$BAKE_MYSQLD_USER" -m 0755 "$BAKE_WORK"
     install -d -o "$BAKE_MYSQLD_USER" -m 0755 "$(dirname "$BAKE_SOCKET")"
     # Native AIO (io_uring, libaio) may be refused inside a build container; the files it
-    # writes are the same either way.
+    # writes are the same either way. loose-: a server that dropped the option only warns.
     # shellcheck disable=SC2086 # BAKE_DEFAULTS is empty or one option
     mariadbd $BAKE_DEFAULTS --user="$BAKE_MYSQLD_USER" --datadir="$BAKE_DATADIR" \
         --socket="$BAKE_SOCKET" --pid-file="$BAKE_PIDFILE" --skip-networking \
-        --log-error="$BAKE_WORK/mariadbd.log" --innodb-use-native-aio=off --skip-log-bin \
+        --log-error="$BAKE_WORK/mariadbd.log" --loose-innodb-use-native-aio=off --skip-log-bin \
         "${BAKE_SERVER_OPTIONS[@]}" </dev/null >"$BAKE_WORK/mariadbd.out" 2>&1 &
     until bake_sql <<<'SELECT 1;' >/dev/null 2>&1; do
         if ! kill -0 "$!" 2>/dev/null; then
