@@ -188,6 +188,11 @@ def test_a_capture_unfit_to_ship_is_refused_without_showing_the_password() -> No
     assert "nova: nova_api.cell_mappings 'cell1' holds a literal password" in problems
     assert "keystone: python3-keystone not installed" in problems
     assert "keystone: database keystone has no schema version: was it migrated?" in problems
+    no_cells = baked_state()
+    del no_cells["schema"]["nova_api.cell_mappings"]
+    assert "nova: nova_api.cell_mappings is missing or empty" in dbstate.record_problems(
+        {"nova": no_cells}
+    )
     assert not any(SECRET in p for p in problems)
     assert not [p for p in dbstate.record_problems({"nova": baked_state()}) if "nova" in p]
 
