@@ -17,6 +17,8 @@ APT_PACKAGES=(
   xorriso genisoimage libarchive-tools
   # tests: shell lint, INI edits as first boot does them
   shellcheck crudini jq curl
+  # tests: the controller image's database bake against a real MariaDB (no service is started)
+  mariadb-server-core mariadb-client-core
   # what trixie's cloud-init (unpacked by the schema tests, run by Debian's python3) imports
   python3-configobj python3-jinja2 python3-jsonpatch python3-jsonschema python3-netifaces
   python3-oauthlib python3-requests python3-serial python3-yaml

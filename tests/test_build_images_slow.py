@@ -8,6 +8,7 @@ is what CI builds; `STACKSEED_SLOW_ROLES=block,compute,controller` widens the se
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -191,7 +192,8 @@ def test_no_secret_or_default_password_in_the_image(image: ImageInfo, raw: Path)
     patterns = raw.parent / "needles"
     write_private(patterns, ("\n".join(needles) + "\n").encode())
     # The whole filesystem, free blocks included: a deleted secret is still a leaked one. (The
-    # initrd is built inside the image from these same files, so it cannot hold anything else.)
+    # initrd is built inside the image from these same files, so it cannot hold anything else.
+    # The controller's baked databases are read file by file too, below.)
     result = subprocess.run(
         ["grep", "-a", "-o", "-F", "-f", str(patterns), str(raw)], capture_output=True, check=False
     )
@@ -203,6 +205,43 @@ def test_no_secret_or_default_password_in_the_image(image: ImageInfo, raw: Path)
     # Never print a secret: name how many, and which defaults.
     defaults = [h for h in hits if h in DEFAULT_PASSWORDS]
     assert not hits, f"{len(hits) - len(defaults)} lab secret(s) and defaults {defaults} found"
+
+
+# What nova's cell mappings hold in the controller image's nova_api (elements/stackseed-db-baked):
+# found in the database files, it proves the scan below reads what MariaDB wrote.
+CELL_TEMPLATE = b"{scheme}://{username}:{password}@{hostname}/{path}_cell0?{query}"
+# A database or queue URL with a password of its own (not nova's {password} template).
+LITERAL_URL = re.compile(rb"(?:mysql\+pymysql|rabbit)://[^\s:/@{}]+:[^\s/@{}]*@")
+
+
+def test_baked_databases_hold_no_secret(image: ImageInfo, raw: Path, tmp_path: Path) -> None:
+    """The controller's databases, migrated at build, read file by file: no lab secret, no
+    default password, no credential in a URL, and the cell mappings are nova's templates."""
+    if image.role != "controller":
+        pytest.skip("only the controller image carries databases")
+    debugfs(raw, f"rdump /var/lib/mysql {tmp_path}")
+    files = [p for p in (tmp_path / "mysql").rglob("*") if p.is_file() and not p.is_symlink()]
+    assert any(p.parent.name == "nova_api" for p in files), "no nova_api database in the image"
+    needles = [n.encode() for n in (*_lab_secrets(), *DEFAULT_PASSWORDS)]
+    leaks, literal, templated = [], [], False
+    for path in files:
+        data = path.read_bytes()
+        leaks += [str(path.relative_to(tmp_path)) for n in needles if n in data]
+        literal += [str(path.relative_to(tmp_path)) for _ in LITERAL_URL.finditer(data)]
+        templated = templated or CELL_TEMPLATE in data
+    assert templated, "the scan did not find nova's cell0 template in the database files"
+    # Never print a secret: name the files only.
+    assert not leaks, f"lab secrets or default passwords in {sorted(set(leaks))}"
+    assert not literal, f"URLs with a password in {sorted(set(literal))}"
+    record = json.loads(debugfs(raw, "cat /usr/share/stackseed/db-baked.json"))
+    assert set(record["services"]) == {
+        "keystone",
+        "glance",
+        "placement",
+        "nova",
+        "neutron",
+        "cinder",
+    }
 
 
 def _seed(directory: Path) -> Path:

@@ -99,3 +99,62 @@ def test_secret_use_detection_sees_each_form() -> None:
         "keystone_authtoken f nova svc_nova\n"
     )
     assert secrets_used(text) == {"db_nova", "rabbit_password", "svc_glance", "svc_nova"}
+
+
+# Each service's schema migration (and nova's cell mappings), by the tool that runs it.
+MIGRATION = re.compile(
+    r"\b(keystone|glance|placement|nova|neutron|cinder)-(?:db-)?manage\b.*?"
+    r"(db_sync|db sync|api_db sync|upgrade|cell_v2 (?:map_cell0|create_cell))"
+)
+BAKED_GUARD = re.compile(r"^\s*if ! db_baked (\w+); then$")
+
+
+def enclosing_guards(lines: list[str], index: int) -> list[str]:
+    """The services named by the `if ! db_baked <service>; then` blocks around line `index`."""
+    guards = []
+    indent = len(lines[index]) - len(lines[index].lstrip())
+    for line in reversed(lines[:index]):
+        stripped = line.lstrip()
+        if not stripped or len(line) - len(stripped) >= indent:
+            continue
+        indent = len(line) - len(stripped)
+        if match := BAKED_GUARD.match(line):
+            guards.append(match.group(1))
+    return guards
+
+
+def test_migrations_run_only_when_the_baked_database_is_not_current() -> None:
+    found = set()
+    for path in role_scripts("controller"):
+        lines = path.read_text().splitlines()
+        for index, line in enumerate(lines):
+            # A command continued with backslashes is read whole, from its first line.
+            end = index
+            while lines[end].endswith("\\") and end + 1 < len(lines):
+                end += 1
+            if index and lines[index - 1].endswith("\\"):
+                continue
+            match = MIGRATION.search(" ".join(lines[index : end + 1]))
+            if not match or line.lstrip().startswith("#"):
+                continue
+            found.add(match.group(1))
+            assert match.group(1) in enclosing_guards(lines, index), (
+                f"{path.name}:{index + 1}: {line.strip()!r} runs even when the image's database "
+                f"is current: put it under `if ! db_baked {match.group(1)}; then`"
+            )
+    assert found == {"keystone", "glance", "placement", "nova", "neutron", "cinder"}
+
+
+def test_the_guard_detection_sees_nesting() -> None:
+    lines = [
+        "if ! db_baked nova; then",
+        "    as_user nova nova-manage api_db sync",
+        "    if ! as_user nova nova-manage cell_v2 list_cells | grep -qw cell1; then",
+        "        as_user nova nova-manage cell_v2 create_cell --name=cell1",
+        "    fi",
+        "fi",
+        "as_user nova nova-manage db sync",
+    ]
+    assert enclosing_guards(lines, 1) == ["nova"]
+    assert enclosing_guards(lines, 3) == ["nova"]
+    assert enclosing_guards(lines, 6) == []

@@ -272,6 +272,39 @@ db_url() {
     printf 'mysql+pymysql://%s:%s@%s/%s' "$1" "$(secret "$2")" "$(fact controller.ip)" "$3"
 }
 
+# --- databases the controller image carries (elements/stackseed-db-baked) --------------------
+
+# nova's cell mappings as templates: each nova process fills {scheme}, {username}, {password},
+# {hostname}, {port}, {path} and {query} from its own [database] connection and transport_url, so
+# nova_api stores no password. The image's bake writes the same three (db-bake.sh; a test checks).
+# shellcheck disable=SC2034 # read by 42-nova
+NOVA_CELL0_DB='{scheme}://{username}:{password}@{hostname}/{path}_cell0?{query}'
+# shellcheck disable=SC2034
+NOVA_CELL1_DB='{scheme}://{username}:{password}@{hostname}/{path}?{query}'
+# shellcheck disable=SC2034
+NOVA_CELL1_MQ='{scheme}://{username}:{password}@{hostname}:{port}/{path}'
+
+# The image's tool that knows what its databases were migrated to (and by which packages).
+DB_STATE=${STACKSEED_DB_STATE:-$STACKSEED_ROOT/usr/local/lib/stackseed/stackseed-dbstate}
+
+# db_baked <service>: succeeds when the database the image carries for <service> is already at
+# the schema of the packages installed now, so its migration can be skipped; fails otherwise
+# (no baked database, a package changed since the build, a version table that differs), and
+# the log says which. Run after 20-mariadb (the server must answer).
+db_baked() {
+    local service=$1 verdict
+    if [ ! -e "$DB_STATE" ]; then
+        log "$service: the image carries no baked database ($DB_STATE): migrating"
+        return 1
+    fi
+    if verdict=$(python3 "$DB_STATE" check "$service" 2>&1); then
+        log "$verdict"
+        return 0
+    fi
+    log "${verdict:-$service: stackseed-dbstate check failed: migrating}"
+    return 1
+}
+
 # oslo.messaging's 60 s RPC timeout is too short under TCG: a cinder-volume on one starved vCPU
 # answers attachment_update after 60-100 s, and the caller gives up on a call that succeeded.
 RPC_TIMEOUT=300

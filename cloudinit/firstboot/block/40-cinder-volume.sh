@@ -48,6 +48,7 @@ modprobe iscsi_target_mod 2>/dev/null || true
 [ -d /sys/kernel/config/target ] || fail "LIO target unavailable: /sys/kernel/config/target is missing (kernel modules target_core_mod, iscsi_target_mod)"
 
 # cinder-volume exits when the cinder schema is not there yet; the controller starts cinder-api
-# only after `cinder-manage db sync`, so the API answering means the tables exist.
+# only once the schema is in place (baked into its image, or `cinder-manage db sync`), so the
+# API answering means the tables exist.
 wait_for "cinder-api at $ctl:8776" "$PEER_TIMEOUT" probe_http "http://$ctl:8776/" 200 300
 svc_start cinder-volume

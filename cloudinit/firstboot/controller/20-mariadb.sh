@@ -4,7 +4,9 @@ set -eu -o pipefail
 . "${STACKSEED_LIB:-/usr/local/lib/stackseed/lib.sh}"
 
 # MariaDB on the management address with the install guide's 99-openstack.cnf, then one
-# database and account per service (passwords go to mysql on stdin).
+# database and account per service (passwords go to mysql on stdin). The controller image
+# carries the databases already migrated (elements/stackseed-db-baked) and no account: here each
+# account gets its lab's password; the options below that shape a schema are the bake's too.
 need_secrets db_keystone db_glance db_placement db_nova db_neutron db_cinder
 
 cat >/etc/mysql/mariadb.conf.d/99-openstack.cnf <<CNF

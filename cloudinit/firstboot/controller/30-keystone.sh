@@ -3,8 +3,9 @@ set -eu -o pipefail
 # shellcheck source-path=SCRIPTDIR/.. source=lib.sh
 . "${STACKSEED_LIB:-/usr/local/lib/stackseed/lib.sh}"
 
-# Keystone: database, Fernet and credential keys, bootstrap (admin, RegionOne, identity
-# endpoints). Debian 13 serves keystone with uwsgi (keystone.service, port 5000), not Apache.
+# Keystone: database (migrated at image build unless the packages changed since), Fernet and
+# credential keys, bootstrap (admin, RegionOne, identity endpoints). Debian 13 serves keystone
+# with uwsgi (keystone.service, port 5000), not Apache.
 need_secrets db_keystone admin_password
 ctl=$(fact node.ip)
 
@@ -26,7 +27,9 @@ INI
 conf_private keystone /etc/keystone/keystone.conf
 uwsgi_processes 2 /etc/keystone/keystone-uwsgi.ini
 
-as_user keystone keystone-manage db_sync
+if ! db_baked keystone; then
+    as_user keystone keystone-manage db_sync
+fi
 # Both setups keep existing keys: re-running them is safe.
 keystone-manage fernet_setup --keystone-user keystone --keystone-group keystone
 keystone-manage credential_setup --keystone-user keystone --keystone-group keystone

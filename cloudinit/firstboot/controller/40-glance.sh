@@ -24,6 +24,8 @@ conf_private glance /etc/glance/glance-api.conf
 uwsgi_processes 2 /etc/glance/glance-api-uwsgi.ini
 install -d -o glance -g glance -m 0750 /var/lib/glance/images
 
-as_user glance glance-manage db_sync
+if ! db_baked glance; then
+    as_user glance glance-manage db_sync
+fi
 svc_start glance-api
 wait_for "glance-api on $ctl:9292" "$SERVICE_TIMEOUT" probe_http "http://$ctl:9292/" 200 300

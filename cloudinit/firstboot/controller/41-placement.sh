@@ -17,6 +17,8 @@ keystone_authtoken /etc/placement/placement.conf placement svc_placement
 conf_private placement /etc/placement/placement.conf
 uwsgi_processes 2 /etc/placement/placement-api-uwsgi.ini
 
-as_user placement placement-manage db sync
+if ! db_baked placement; then
+    as_user placement placement-manage db sync
+fi
 svc_start placement-api
 wait_for "placement on $ctl:8778" "$SERVICE_TIMEOUT" probe_http "http://$ctl:8778/" 200

@@ -4,7 +4,8 @@ set -eu -o pipefail
 . "${STACKSEED_LIB:-/usr/local/lib/stackseed/lib.sh}"
 
 # Nova on the controller: API (and metadata API), conductor, scheduler, noVNC proxy; cell0 and
-# cell1; the scheduler discovers new computes by itself, so nobody runs discover_hosts.
+# cell1 (baked into the image with their databases, unless the packages changed since); the
+# scheduler discovers new computes by itself, so nobody runs discover_hosts.
 need_secrets db_nova rabbit_password svc_nova svc_placement svc_neutron metadata_secret
 ctl=$(fact node.ip)
 conf=/etc/nova/nova.conf
@@ -57,13 +58,17 @@ uwsgi_rpc_heartbeat /etc/nova/nova-api-uwsgi.ini /etc/nova/nova-api-metadata-uws
 sed -i -E 's/^#?NOVA_CONSOLE_PROXY_TYPE=.*/NOVA_CONSOLE_PROXY_TYPE=novnc/' /etc/default/nova-consoleproxy
 install -d -o nova -g nova -m 0750 /var/lib/nova/tmp
 
-as_user nova nova-manage api_db sync
-as_user nova nova-manage cell_v2 map_cell0
-if ! as_user nova nova-manage cell_v2 list_cells | grep -qw cell1; then
-    as_user nova nova-manage cell_v2 create_cell --name=cell1
+if ! db_baked nova; then
+    # The mappings as templates (lib.sh), as the image's bake makes them: no password stored.
+    as_user nova nova-manage api_db sync
+    as_user nova nova-manage cell_v2 map_cell0 --database_connection "$NOVA_CELL0_DB"
+    if ! as_user nova nova-manage cell_v2 list_cells | grep -qw cell1; then
+        as_user nova nova-manage cell_v2 create_cell --name=cell1 \
+            --database_connection "$NOVA_CELL1_DB" --transport-url "$NOVA_CELL1_MQ"
+    fi
+    as_user nova nova-manage db sync
+    as_user nova nova-manage cell_v2 list_cells
 fi
-as_user nova nova-manage db sync
-as_user nova nova-manage cell_v2 list_cells
 
 # Conductor first: computes take nova-api answering as the sign that RPC has a peer.
 svc_start nova-conductor nova-scheduler nova-api nova-api-metadata nova-novncproxy

@@ -61,8 +61,10 @@ uwsgi_processes 2 /etc/neutron/neutron-api-uwsgi.ini
 uwsgi_rpc_heartbeat /etc/neutron/neutron-api-uwsgi.ini
 install -d -o neutron -g neutron -m 0750 /var/lib/neutron/tmp
 
-as_user neutron neutron-db-manage --config-file /etc/neutron/neutron.conf \
-    --config-file /etc/neutron/plugins/ml2/ml2_conf.ini upgrade head
+if ! db_baked neutron; then
+    as_user neutron neutron-db-manage --config-file /etc/neutron/neutron.conf \
+        --config-file /etc/neutron/plugins/ml2/ml2_conf.ini upgrade head
+fi
 
 # The API first, alone: its workers load neutron for minutes under TCG (~700 s on Debian 12's
 # controller while the agents loaded too, past the old 300 s wait); the agents need it anyway.

@@ -27,6 +27,8 @@ uwsgi_processes 2 /etc/cinder/cinder-api-uwsgi.ini
 uwsgi_rpc_heartbeat /etc/cinder/cinder-api-uwsgi.ini
 install -d -o cinder -g cinder -m 0750 /var/lib/cinder/tmp
 
-as_user cinder cinder-manage db sync
+if ! db_baked cinder; then
+    as_user cinder cinder-manage db sync
+fi
 svc_start cinder-api cinder-scheduler
 wait_for "cinder-api on $ctl:8776" "$SERVICE_TIMEOUT" probe_http "http://$ctl:8776/" 200 300
