@@ -194,8 +194,17 @@ class Node(Root):
         self.joined(0, "node7 has joined")
 
     def joined(self, rc: int, says: str) -> None:
+        """A stackseed-joined that reads what the real one reads (its facts and secrets, named
+        by the environment lib.sh exports) and says `says`."""
         script = self.lib_dir / "stackseed-joined"
-        script.write_text(f"import sys\nprint({says!r})\nsys.exit({rc})\n")
+        script.write_text(
+            "import json, os, sys\n"
+            'json.load(open(os.environ["STACKSEED_NODE_JSON"]))\n'
+            'json.load(open(os.environ["STACKSEED_SECRETS_JSON"]))\n'
+            'assert sys.argv[1] == "--timeout"\n'
+            f'print(os.environ["STACKSEED_PHASE"], {says!r})\n'
+            f"sys.exit({rc})\n"
+        )
 
     def services_table(self, parallel: int, entries: dict) -> None:
         (self.lib_dir / "phases.json").write_text(
@@ -274,7 +283,7 @@ def test_units_start_in_the_tables_order_each_once_what_it_needs_answers(node: N
         ]
         assert statuses == ["start", "up"], phase
     assert not any("phase=" in line for line in lines), "first boot's markers are not the walk's"
-    assert "node7 has joined" in node.services_log
+    assert "[90-joined] 90-joined node7 has joined" in node.services_log
     assert "[40-idle] nothing to start" in node.services_log
     # The host reads this boot as a later one, ready once the walk says so.
     progress = scan(node.console.read_text())
