@@ -62,6 +62,16 @@ def _timed(figures: dict[str, float], name: str, *args: str) -> str:
     return output
 
 
+def _has_the_walk(node: str) -> bool:
+    """The node was seeded with stackseed-services (a seed applies on first boot only)."""
+    argv = [sys.executable, "-c", "from builder.cli.lab import main; main()", "ssh"]
+    argv += ["-t", str(DEFAULT), node, "test", "-x", "/usr/local/sbin/stackseed-services"]
+    return (
+        subprocess.run(argv, cwd=REPO, capture_output=True, timeout=120, check=False).returncode
+        == 0
+    )
+
+
 def _this_boot(state, node: str) -> str:
     """The node's console since its last start by stackseed (vms/boots.py's note)."""
     from vms import boots
@@ -102,6 +112,8 @@ def test_stop_start_and_a_power_cut_each_come_back_verified() -> None:
         pytest.skip(f"no lab up with its state in {state_root()}")
     state = LabState(state_root() / LAB)
     nodes = sorted(_states())
+    if not all(_has_the_walk(node) for node in nodes):
+        pytest.fail("the lab was made before stackseed-services: 'lab down' and 'lab up' it again")
     figures: dict[str, float] = {}
     _timed(figures, "verify before", "verify")
 
@@ -125,6 +137,9 @@ def test_stop_start_and_a_power_cut_each_come_back_verified() -> None:
     figures["lab reboot controller: down to its new kernel"] = round(time.monotonic() - started)
     _timed(figures, "controller back after lab reboot", "up", "--wait", "--timeout", "3600")
     _came_back_through_the_walk(state, ["controller"], since=sizes)
+    # The other nodes' agents report again on their own, after RPC backoff: the cloud first.
+    output = _timed(figures, "cloud back after the reboot", "start", "--wait", "--timeout", "3600")
+    assert "the cloud answers" in output, output
     _timed(figures, "verify after the reboot", "verify")
 
     # A power cut: every node off at once, the lab's networks down as after a host reboot.
