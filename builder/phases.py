@@ -1,11 +1,14 @@
 """First-boot phase ordering, read from data/phases.yaml: per role, which phase needs which on
-the node and how many run at once. Each node's seed carries its role's table as phases.json,
-which the runner (cloudinit/firstboot/stackseed-firstboot) schedules from."""
+the node and how many run at once, and which services each phase owns. Each node's seed
+carries its role's table as phases.json, which the runner (cloudinit/firstboot/
+stackseed-firstboot) schedules first boot from and stackseed-services every later boot's
+services."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,47 @@ import yaml
 from builder.errors import StackseedError
 from builder.paths import DATA
 
+# The neutron backends a unit may differ by (builder.topology's lab.neutron_backend).
+BACKENDS = ("openvswitch", "linuxbridge")
+# What the services walker understands (cloudinit/firstboot/stackseed-services, probe()).
+PROBES = {"tcp": (1, 1), "http": (1, 9), "address": (2, 2), "joined": (0, 0)}
+PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+PLACEHOLDERS = ("ip", "controller")
+KEYS = ("needs", "seconds", "units", "then", "wait", "up", "run")
+SERVICE_KEYS = ("units", "then", "wait", "up", "run")
+
+# A unit by name, or by neutron backend ({openvswitch: ..., linuxbridge: ...}).
+UnitSpec = str | Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Services:
+    """What a phase leaves running, and how a later boot knows it is back (phases.yaml)."""
+
+    units: tuple[UnitSpec, ...] = ()
+    then: tuple[UnitSpec, ...] = ()
+    wait: tuple[str, ...] = ()
+    up: tuple[str, ...] = ()
+    run: tuple[str, ...] = ()
+
+    def unit_names(self, backend: str) -> list[str]:
+        return [resolve(unit, backend) for unit in (*self.units, *self.then)]
+
+    def as_json(self, backend: str) -> dict[str, list[str]]:
+        """Only the keys that are set, units resolved for the lab's backend."""
+        found = {
+            "units": [resolve(unit, backend) for unit in self.units],
+            "then": [resolve(unit, backend) for unit in self.then],
+            "wait": list(self.wait),
+            "up": list(self.up),
+            "run": list(self.run),
+        }
+        return {key: value for key, value in found.items() if value}
+
+
+def resolve(unit: UnitSpec, backend: str) -> str:
+    return unit if isinstance(unit, str) else unit[backend]
+
 
 @dataclass(frozen=True)
 class PhaseTable:
@@ -21,17 +65,36 @@ class PhaseTable:
     parallel: int
     needs: Mapping[str, tuple[str, ...]]
     seconds: Mapping[str, float]
+    services: Mapping[str, Services] = field(default_factory=dict)
+    unknown: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # misspelt keys
 
-    def as_json(self) -> dict[str, Any]:
-        """What the node reads (phases.json): plain JSON, the runner needs no YAML."""
+    def as_json(self, backend: str = BACKENDS[0]) -> dict[str, Any]:
+        """What the node reads (phases.json): plain JSON, the runner needs no YAML; every unit
+        named for the lab's neutron backend."""
         return {
             "role": self.role,
             "parallel": self.parallel,
             "phases": {
-                name: {"needs": list(self.needs[name]), "seconds": self.seconds[name]}
+                name: {
+                    "needs": list(self.needs[name]),
+                    "seconds": self.seconds[name],
+                    **self.services.get(name, Services()).as_json(backend),
+                }
                 for name in sorted(self.needs)
             },
         }
+
+    def units(self, backend: str) -> dict[str, list[str]]:
+        """phase -> the units it owns, for one backend."""
+        return {
+            name: self.services[name].unit_names(backend)
+            for name in sorted(self.services)
+            if self.services[name].unit_names(backend)
+        }
+
+
+def _services(entry: Mapping[str, Any]) -> Services:
+    return Services(**{key: tuple(entry.get(key) or ()) for key in SERVICE_KEYS})
 
 
 def parse(raw: Mapping[str, Any]) -> dict[str, PhaseTable]:
@@ -43,6 +106,12 @@ def parse(raw: Mapping[str, Any]) -> dict[str, PhaseTable]:
             parallel=int(spec["parallel"]),
             needs={name: tuple(entry.get("needs", [])) for name, entry in phases.items()},
             seconds={name: float(entry.get("seconds", 0)) for name, entry in phases.items()},
+            services={name: _services(entry) for name, entry in phases.items()},
+            unknown={
+                name: tuple(sorted(set(entry) - set(KEYS)))
+                for name, entry in phases.items()
+                if set(entry) - set(KEYS)
+            },
         )
     return tables
 
@@ -91,7 +160,68 @@ def problems(table: PhaseTable, scripts: Sequence[str]) -> list[str]:
                 found.append(f"{table.role}: {name} needs itself")
     if (loop := cycle(table.needs)) and len(loop) > 2:
         found.append(f"{table.role}: the needs form a cycle: {' -> '.join(loop)}")
+    for name, keys in sorted(table.unknown.items()):
+        found.append(
+            f"{table.role}: {name} has unknown keys {', '.join(keys)} (known: {', '.join(KEYS)})"
+        )
+    found.extend(service_problems(table))
     return found
+
+
+def probe_problem(probe: Any) -> str | None:
+    """Why a probe is not one stackseed-services can run; None when it is."""
+    if not isinstance(probe, str) or not probe.split():
+        return f"probe {probe!r} is not a string like 'tcp {{ip}}:3306'"
+    kind, *args = probe.split()
+    if kind not in PROBES:
+        return f"probe {probe!r}: unknown kind {kind} (known: {', '.join(PROBES)})"
+    least, most = PROBES[kind]
+    if not least <= len(args) <= most:
+        return f"probe {probe!r}: {kind} takes {least}-{most} arguments, not {len(args)}"
+    for name in PLACEHOLDER.findall(probe):
+        if name not in PLACEHOLDERS:
+            known = ", ".join(PLACEHOLDERS)
+            return f"probe {probe!r}: unknown placeholder {{{name}}} (known: {known})"
+    if kind == "tcp" and not re.fullmatch(r"\S+:\d+", args[0]):
+        return f"probe {probe!r}: tcp wants HOST:PORT"
+    if kind == "http":
+        if not args[0].startswith(("http://", "https://")):
+            return f"probe {probe!r}: http wants a URL first"
+        if not all(re.fullmatch(r"[1-5]\d\d", status) for status in args[1:]):
+            return f"probe {probe!r}: http statuses are three-digit codes"
+    return None
+
+
+def service_problems(table: PhaseTable) -> list[str]:
+    """The services part of a role's table: units named per backend, each owned by one phase,
+    probes the walker understands."""
+    found = []
+    owner: dict[tuple[str, str], str] = {}
+    for name, services in sorted(table.services.items()):
+        for unit in (*services.units, *services.then):
+            if isinstance(unit, Mapping):
+                if set(unit) != set(BACKENDS) or not all(isinstance(v, str) for v in unit.values()):
+                    found.append(
+                        f"{table.role}: {name}: a unit by backend names each of "
+                        f"{', '.join(BACKENDS)}, not {dict(unit)}"
+                    )
+                    continue
+            elif not isinstance(unit, str) or not re.fullmatch(r"[A-Za-z0-9@._-]+", unit):
+                found.append(f"{table.role}: {name}: {unit!r} is not a systemd unit name")
+                continue
+            for backend in BACKENDS:
+                resolved = resolve(unit, backend)
+                if (other := owner.setdefault((backend, resolved), name)) != name:
+                    found.append(
+                        f"{table.role}: unit {resolved} is owned by both {other} and {name}"
+                    )
+        for probe in (*services.wait, *services.up):
+            if problem := probe_problem(probe):
+                found.append(f"{table.role}: {name}: {problem}")
+        for command in services.run:
+            if not isinstance(command, str) or not command.strip():
+                found.append(f"{table.role}: {name}: run wants shell command strings")
+    return list(dict.fromkeys(found))
 
 
 TABLES: dict[str, PhaseTable] = load()

@@ -115,11 +115,15 @@ def render_node(
         "host_key_public": " ".join(public.split()[:2]),
         "node_secrets": secrets_for(node.role, secrets),
         "runner": (FIRSTBOOT / "stackseed-firstboot").read_text(),
+        "services": (FIRSTBOOT / "stackseed-services").read_text(),
         "library": (FIRSTBOOT / "lib.sh").read_text(),
         "joined": (FIRSTBOOT / "stackseed-joined").read_text(),
         "cloud": (FIRSTBOOT / "stackseed-cloud").read_text(),
         "phases": phases(node.role),
-        "phase_table": json.dumps(table_for(node.role).as_json(), indent=2) + "\n",
+        "phase_table": json.dumps(
+            table_for(node.role).as_json(plan.topology.lab.neutron_backend), indent=2
+        )
+        + "\n",
     }
     user_data = env.get_template(node.template).render(context)
     network_config = env.get_template("network-config.yaml.j2").render(context)

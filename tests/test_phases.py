@@ -4,20 +4,29 @@ each node's seed carries of it."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
+from typing import get_args
 
 import pytest
 import yaml
-from conftest import DEFAULT
+from conftest import DEFAULT, REPO
 
 from builder import phases
 from builder.errors import StackseedError
+from builder.images import key as image_key
 from builder.loader import load
+from builder.paths import cache_root
 from builder.plan import make_plan
 from builder.render import ensure_keys, render_node
 from builder.render import phases as role_scripts
 from builder.roles import ROLES
 from builder.secrets import load_or_create
 from builder.state import LabState
+from builder.topology import Lab
+
+ELEMENTS = REPO / "elements"
 
 
 def script_names(role: str) -> list[str]:
@@ -117,3 +126,170 @@ def test_each_seed_carries_its_roles_table_as_json(tmp_path) -> None:
         assert sorted(carried["phases"]) == script_names(node.role)
         for name, entry in carried["phases"].items():
             assert entry["needs"] == list(table.needs[name])
+
+
+# --- the services each phase owns (later boots: cloudinit/firstboot/stackseed-services) -------
+
+# Which Debian package ships each owned unit, and which package-installs.yaml entry brings that
+# package into the image (neutron-server depends on neutron-api and neutron-rpc-server; glance
+# on glance-api). Checked against trixie's .debs (dpkg-deb -c); the test below re-checks it
+# whenever the shared .deb cache holds them.
+UNIT_PACKAGE = {
+    "mariadb": ("mariadb-server", "mariadb-server"),
+    "rabbitmq-server": ("rabbitmq-server", "rabbitmq-server"),
+    "memcached": ("memcached", "memcached"),
+    "etcd": ("etcd-server", "etcd-server"),
+    "keystone": ("keystone", "keystone"),
+    "glance-api": ("glance-api", "glance"),
+    "placement-api": ("placement-api", "placement-api"),
+    "nova-conductor": ("nova-conductor", "nova-conductor"),
+    "nova-scheduler": ("nova-scheduler", "nova-scheduler"),
+    "nova-api": ("nova-api", "nova-api"),
+    "nova-api-metadata": ("nova-api", "nova-api"),
+    "nova-novncproxy": ("nova-consoleproxy", "nova-consoleproxy"),
+    "nova-compute": ("nova-compute", "nova-compute"),
+    "neutron-api": ("neutron-api", "neutron-server"),
+    "neutron-rpc-server": ("neutron-rpc-server", "neutron-server"),
+    "neutron-openvswitch-agent": ("neutron-openvswitch-agent", "neutron-openvswitch-agent"),
+    "neutron-linuxbridge-agent": ("neutron-linuxbridge-agent", "neutron-linuxbridge-agent"),
+    "neutron-dhcp-agent": ("neutron-dhcp-agent", "neutron-dhcp-agent"),
+    "neutron-metadata-agent": ("neutron-metadata-agent", "neutron-metadata-agent"),
+    "neutron-l3-agent": ("neutron-l3-agent", "neutron-l3-agent"),
+    "cinder-api": ("cinder-api", "cinder-api"),
+    "cinder-scheduler": ("cinder-scheduler", "cinder-scheduler"),
+    "cinder-volume": ("cinder-volume", "cinder-volume"),
+    "apache2": ("apache2", "apache2"),
+}
+# Started by first boot but left to systemd on later boots: quick to start, and nothing of
+# theirs waits on another service (phases.yaml's header says why).
+LEFT_TO_SYSTEMD = {"chrony", "openvswitch-switch", "libvirtd", "iscsid"}
+SVC_START = re.compile(r"^\s*svc_start\s+(.+?)\s*$", re.M)
+
+
+def owned(role: str, backend: str) -> dict[str, list[str]]:
+    return phases.TABLES[role].units(backend)
+
+
+def first_boot_starts(role: str, backend: str) -> dict[str, list[str]]:
+    """phase -> the units its script hands svc_start, in order (the L2 agent and Open
+    vSwitch, which lib.sh's neutron helpers start, resolved for the backend)."""
+    l2 = {"openvswitch": "neutron-openvswitch-agent", "linuxbridge": "neutron-linuxbridge-agent"}
+    started = {}
+    for name, script in role_scripts(role):
+        units: list[str] = []
+        for line in script.splitlines():
+            if "neutron_l2_config" in line.split("#")[0] and backend == "openvswitch":
+                units.append("openvswitch-switch")
+            if match := SVC_START.match(line):
+                for word in match[1].split():
+                    units.append(l2[backend] if word == '"$l2_agent"' else word)
+        started[name.removesuffix(".sh")] = units
+    return started
+
+
+@pytest.mark.parametrize("backend", phases.BACKENDS)
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_each_phase_owns_what_its_script_starts_in_the_same_order(role: str, backend: str) -> None:
+    """The later boots' walk starts what first boot's phase started, in the order it did; what
+    a phase starts and does not own is one of the few units systemd brings back itself."""
+    units = owned(role, backend)
+    for phase, started in first_boot_starts(role, backend).items():
+        mine = [u for u in started if u not in LEFT_TO_SYSTEMD]
+        assert mine == units.get(phase, []), f"{role} {phase} ({backend})"
+    assert not set().union(*units.values()) & LEFT_TO_SYSTEMD
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_every_owned_unit_is_installed_by_the_roles_image(role: str) -> None:
+    element = ROLES[role].element
+    installed = set(image_key.packages(image_key.closure([element], ELEMENTS).ours, ELEMENTS))
+    for backend in phases.BACKENDS:
+        for phase, units in owned(role, backend).items():
+            for unit in units:
+                assert unit in UNIT_PACKAGE, f"{role} {phase}: which package ships {unit}?"
+                _deb, entry = UNIT_PACKAGE[unit]
+                assert entry in installed, f"{role} {phase}: {unit} needs {entry} in {element}"
+
+
+def test_the_units_packages_ship_them_where_the_deb_cache_has_them() -> None:
+    debs = cache_root() / "debs" / "trixie"
+    checked = 0
+    for unit, (package, _entry) in sorted(UNIT_PACKAGE.items()):
+        found = sorted(debs.glob(f"{package}_*.deb"))
+        if not found or shutil.which("dpkg-deb") is None:
+            continue
+        listing = subprocess.run(
+            ["dpkg-deb", "-c", str(found[-1])], capture_output=True, text=True, check=True
+        ).stdout
+        assert f"/systemd/system/{unit}.service" in listing, f"{package} ships no {unit}.service"
+        checked += 1
+    if not checked:
+        pytest.skip(f"no .debs in {debs} to check the unit names against")
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_the_walk_waits_for_the_management_address_and_ends_joined(role: str) -> None:
+    """Services bind the management address (MariaDB, memcached, etcd): nothing starts before
+    it is up; and a later boot is ready only once the controller counts the node in again."""
+    services = phases.TABLES[role].services
+    assert services["10-base"].up == ("address mgmt0 {ip}",)
+    assert services["90-joined"].up == ("joined",)
+    for name, entry in services.items():
+        if entry.units or entry.then:
+            assert "10-base" in closure(phases.TABLES[role].needs, name), name
+
+
+def test_a_node_waits_for_the_controller_api_its_units_talk_to() -> None:
+    """An agent started before its server answers backs off for minutes; nova-compute waits
+    for the conductor: each waits for the controller's API standing for its peer."""
+    compute = phases.TABLES["compute"].services
+    assert any(":8774/" in probe for probe in compute["40-nova-compute"].wait)
+    assert any(":9696/" in probe for probe in compute["50-neutron-agent"].wait)
+    assert any(
+        ":8776/" in probe for probe in phases.TABLES["block"].services["40-cinder-volume"].wait
+    )
+    controller = phases.TABLES["controller"].services["43-neutron"]
+    assert any(":9696/" in probe for probe in controller.up) and controller.then
+
+
+def test_the_seed_table_carries_each_phases_services_for_the_backend() -> None:
+    table = phases.TABLES["compute"]
+    for backend in phases.BACKENDS:
+        carried = table.as_json(backend)["phases"]
+        assert carried["50-neutron-agent"]["units"] == [f"neutron-{backend}-agent"]
+        assert carried["40-nova-compute"]["wait"] == list(table.services["40-nova-compute"].wait)
+        assert "units" not in carried["30-iscsi"] and "up" not in carried["30-iscsi"]
+
+
+def test_service_problems_are_named() -> None:
+    table = phases.parse(
+        {
+            "r": {
+                "parallel": 1,
+                "phases": {
+                    "10-a": {"units": ["x", {"openvswitch": "y"}], "up": ["ping {ip}"]},
+                    "20-b": {"needs": ["10-a"], "then": ["x"], "wait": ["tcp {peer}:1"]},
+                    "30-c": {"needs": ["10-a"], "unit": ["z"], "up": ["http {ip}:80/"]},
+                    "40-d": {"needs": ["10-a"], "up": ["http http://{ip}/ 2000", "tcp {ip}"]},
+                    "50-e": {"needs": ["10-a"], "units": ["bad name"], "run": [""]},
+                },
+            }
+        }
+    )["r"]
+    assert phases.problems(table, ["10-a", "20-b", "30-c", "40-d", "50-e"]) == [
+        "r: 30-c has unknown keys unit (known: needs, seconds, units, then, wait, up, run)",
+        "r: 10-a: a unit by backend names each of openvswitch, linuxbridge, not "
+        "{'openvswitch': 'y'}",
+        "r: 10-a: probe 'ping {ip}': unknown kind ping (known: tcp, http, address, joined)",
+        "r: unit x is owned by both 10-a and 20-b",
+        "r: 20-b: probe 'tcp {peer}:1': unknown placeholder {peer} (known: ip, controller)",
+        "r: 30-c: probe 'http {ip}:80/': http wants a URL first",
+        "r: 40-d: probe 'http http://{ip}/ 2000': http statuses are three-digit codes",
+        "r: 40-d: probe 'tcp {ip}': tcp wants HOST:PORT",
+        "r: 50-e: 'bad name' is not a systemd unit name",
+        "r: 50-e: run wants shell command strings",
+    ]
+
+
+def test_backends_are_the_topologys() -> None:
+    assert get_args(Lab.model_fields["neutron_backend"].annotation) == phases.BACKENDS

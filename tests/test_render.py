@@ -18,6 +18,7 @@ from builder.secrets import load_or_create
 from builder.state import LabState
 
 TOPOLOGIES = [DEFAULT, *GOOD]
+GOOD_LINUXBRIDGE = next(p for p in GOOD if p.stem == "bookworm-linuxbridge")
 
 
 def _render_all(topology: Path, root: Path) -> dict[str, dict[str, str]]:
@@ -87,12 +88,27 @@ def test_user_data_content(tmp_path: Path) -> None:
             assert files[path]["content"] == (REPO / "cloudinit/firstboot" / helper).read_text()
         runner = ["/usr/local/sbin/stackseed-firstboot"]
         assert runner in data["runcmd"]
-        # The resume unit is enabled before the first run, so a reboot mid-run resumes it.
-        enable = ["systemctl", "enable", "--no-reload", "stackseed-firstboot.service"]
+        # The resume unit and the later boots' services walk are enabled before the first run,
+        # so a reboot mid-run resumes it and every boot after it brings the services back.
+        enable = [
+            "systemctl",
+            "enable",
+            "--no-reload",
+            "stackseed-firstboot.service",
+            "stackseed-services.service",
+        ]
         assert data["runcmd"].index(enable) < data["runcmd"].index(runner)
         unit = files["/etc/systemd/system/stackseed-firstboot.service"]["content"]
         assert f"ExecStart={runner[0]}" in unit
         assert "ConditionPathExists=!/var/lib/stackseed/done/firstboot" in unit
+        # A resumed first boot starts its finished phases' services first (they are never
+        # enabled), and goes on whatever that walk says ("-").
+        walk = "/usr/local/sbin/stackseed-services"
+        assert _unit_value(unit, "ExecStartPre") == f"-{walk} --stamped"
+        assert files[walk]["permissions"] == "0755"
+        assert (
+            files[walk]["content"] == (REPO / "cloudinit/firstboot/stackseed-services").read_text()
+        )
         # Ordered after cloud-final, which is itself after multi-user.target: wanted by
         # multi-user.target it would form an ordering cycle that systemd breaks by skipping it
         # (seen in a controller reboot run); cloud-init.target comes after both.
@@ -154,3 +170,36 @@ def test_instance_id_follows_payload(tmp_path: Path) -> None:
     assert meta["compute1"]["local-hostname"] == "compute1"
     for name, files in other.items():
         assert yaml.safe_load(files["meta-data"])["instance-id"] != meta[name]["instance-id"]
+
+
+@pytest.mark.parametrize("topology", [DEFAULT, GOOD_LINUXBRIDGE], ids=lambda p: p.stem)
+def test_later_boots_walk_the_services_without_holding_the_boot(
+    topology: Path, tmp_path: Path
+) -> None:
+    """stackseed-services.service: only once first boot is done, wanted by multi-user.target
+    but a notify unit (ready as soon as its walk begins), so no service's start job is in the
+    boot's way; the rest of multi-user.target, cloud-final and ssh never wait for a service."""
+    backend = load(topology).lab.neutron_backend
+    other = {"openvswitch": "linuxbridge", "linuxbridge": "openvswitch"}[backend]
+    rendered = _render_all(topology, tmp_path / "state")
+    for node, files in rendered.items():
+        data = yaml.safe_load(files["user-data"])
+        written = {f["path"]: f for f in data["write_files"]}
+        unit = written["/etc/systemd/system/stackseed-services.service"]["content"]
+        assert _unit_value(unit, "ExecStart") == "/usr/local/sbin/stackseed-services", node
+        assert _unit_value(unit, "ConditionPathExists") == "/var/lib/stackseed/done/firstboot"
+        assert _unit_value(unit, "Type") == "notify"
+        assert _unit_value(unit, "NotifyAccess") == "main"
+        assert _unit_value(unit, "WantedBy") == "multi-user.target"
+        assert "network-online.target" in _unit_value(unit, "After")
+        # Nothing orders itself before the walk's end: no Before= on anything that waits.
+        assert "Before=" not in unit and "RemainAfterExit" not in unit
+        # Each phase's units in the seed's table are named for the lab's neutron backend.
+        table = json.loads(written["/usr/local/lib/stackseed/phases.json"]["content"])
+        units = [
+            u for p in table["phases"].values() for u in p.get("units", []) + p.get("then", [])
+        ]
+        assert all(isinstance(u, str) for u in units)
+        if table["role"] != "block":
+            assert f"neutron-{backend}-agent" in units
+            assert f"neutron-{other}-agent" not in units

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from vms.console import LogReader, scan, tail
 
 BOOT = """\
@@ -187,3 +189,95 @@ def test_an_interruption_between_phases_is_not_a_failure():
     text = BOOT + "STACKSEED node=c phase=firstboot status=interrupted\n" + BOOT + FINISHED
     progress = scan(text)
     assert progress.failed is None and progress.phase == "firstboot:resuming"
+
+
+FIRST_BOOT_DONE = (
+    BOOT
+    + (
+        "STACKSEED node=c phase=43-neutron status=start\n"
+        "STACKSEED node=c phase=43-neutron status=done\n"
+        "STACKSEED node=c phase=firstboot status=done\n"
+    )
+    + FINISHED
+)
+WALK_BEGINS = "STACKSEED node=c services=all status=start\n"
+
+
+def walk(*lines: str) -> str:
+    return "".join(f"STACKSEED node=c services={line}\n" for line in lines)
+
+
+def test_a_reboot_after_first_boot_is_ready_once_its_services_are_back_not_before():
+    """`lab reboot controller`: the same console log goes on. Cloud-init finishing used to
+    make the node ready while its services were still loading (or held the boot for 16 min)."""
+    rebooted = FIRST_BOOT_DONE + BOOT + WALK_BEGINS + FINISHED
+    progress = scan(rebooted)
+    assert progress.later and progress.boots == 2
+    assert progress.phase == "services" and not progress.reached("ready")
+    going = rebooted + walk("10-base status=start", "10-base status=up", "20-mariadb status=start")
+    going += walk("21-rabbitmq status=start")
+    progress = scan(going)
+    assert progress.phase == "services:20-mariadb, 21-rabbitmq"
+    assert not progress.reached("ready") and progress.failed is None
+    back = going + walk("20-mariadb status=up", "21-rabbitmq status=up", "all status=ready")
+    progress = scan(back)
+    assert progress.reached("ready") and progress.phase == "ready"
+    assert "services:20-mariadb, 21-rabbitmq" in progress.history
+
+
+def test_a_later_boot_followed_from_its_start_note_waits_for_the_walk():
+    """`lab start` or `lab up` after a power cut: the log begins with this boot, and the note
+    says first boot was done (vms/boots.progress_for)."""
+    progress = scan("")
+    progress.later = True
+    for line in (BOOT + WALK_BEGINS + FINISHED).splitlines():
+        progress.feed(line)
+    assert not progress.reached("ready")
+    progress.feed("STACKSEED node=c services=all status=ready")
+    assert progress.reached("ready")
+
+
+def test_a_later_boot_without_a_walk_is_ready_when_cloud_init_finishes():
+    """A node seeded before stackseed-services: its services start as they always did."""
+    progress = scan(FIRST_BOOT_DONE + BOOT)
+    assert progress.later and not progress.reached("ready")
+    progress = scan(FIRST_BOOT_DONE + BOOT + FINISHED)
+    assert progress.reached("ready") and progress.failed is None
+
+
+def test_a_walk_that_gives_up_on_a_phase_fails_the_node_naming_it():
+    text = FIRST_BOOT_DONE + BOOT + WALK_BEGINS + FINISHED
+    text += walk("30-keystone status=start", "30-keystone status=late", "all status=fail")
+    progress = scan(text)
+    assert progress.failed == "STACKSEED node=c services=all status=fail"
+    assert progress.phase == "services (late: 30-keystone)"
+    assert not progress.reached("ready")
+
+
+def test_a_resumed_first_boot_shows_its_finished_phases_coming_back_then_its_own_phases():
+    """The resume unit's --stamped walk prints per-phase lines only: still first boot, ready
+    when the runner says so."""
+    before = BOOT + (
+        "STACKSEED node=c phase=20-mariadb status=start\n"
+        "STACKSEED node=c phase=20-mariadb status=done\n"
+        "STACKSEED node=c phase=30-keystone status=start\n"
+        "STACKSEED node=c phase=30-keystone status=interrupted\n"
+    )
+    text = before + BOOT + FINISHED + walk("20-mariadb status=start")
+    progress = scan(text)
+    assert progress.phase == "services:20-mariadb" and not progress.later
+    text += walk("20-mariadb status=up") + (
+        "STACKSEED node=c phase=30-keystone status=start\n"
+        "STACKSEED node=c phase=30-keystone status=done\n"
+    )
+    assert not scan(text).reached("ready")
+    assert scan(text + "STACKSEED node=c phase=firstboot status=done\n").reached("ready")
+
+
+def test_the_start_note_knows_a_walk_means_first_boot_was_done():
+    boots = pytest.importorskip("vms.boots")
+    seen = scan(BOOT + WALK_BEGINS + FINISHED)
+    assert boots._judge(seen, None) == "done"
+    later = boots.progress_for(boots.StartNote(0, "done"))
+    assert later.later and not later.reached("ready")
+    assert not boots.progress_for(boots.StartNote(0, "unknown")).later

@@ -274,6 +274,32 @@ def test_a_node_stopped_mid_first_boot_is_ready_only_once_first_boot_resumes_and
     assert boots.read_note(state, "block1") == boots.StartNote(0, "done")
 
 
+def test_a_later_boot_is_ready_once_its_services_are_back_not_when_cloud_init_is(made):
+    """After a power cut the node's services come back through stackseed-services, which says
+    when they have (and have joined): cloud-init finishing says nothing about them."""
+    conn, plan, state = made
+    log = state.console_log("controller")
+    log.write_text(marker("controller", "firstboot", "done"))
+    power.stop(conn, plan, ["controller"], timeout=10)
+    power.start(conn, plan, state, ["controller"])
+    walk = "STACKSEED node=controller services={} status={}\n"
+    kernel, cloud_init = LATER_BOOT.split("\n", 1)
+    log.write_text(
+        kernel
+        + "\n"
+        + walk.format("all", "start")
+        + walk.format("30-keystone", "start")
+        + cloud_init
+    )
+    with pytest.raises(WaitTimeout) as error:
+        follow(conn, plan, state, "controller", timeout=0.5)
+    assert "services:30-keystone" in str(error.value)
+    assert "services.log" in error.value.fix
+    with log.open("a") as handle:
+        handle.write(walk.format("30-keystone", "up") + walk.format("all", "ready"))
+    assert list(follow(conn, plan, state, "controller", timeout=5)) == ["controller"]
+
+
 def test_an_appending_console_log_is_read_from_where_this_boot_began(made):
     """A restored domain appends to its log: the old boot's 'done' must not count."""
     conn, plan, state = made

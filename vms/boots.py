@@ -68,7 +68,7 @@ def _appends(dom: libvirt.virDomain) -> bool:
 
 
 def _judge(seen: Progress, before: StartNote | None) -> FirstBoot:
-    if seen.firstboot == "done":
+    if seen.firstboot == "done" or seen.later:  # only a finished first boot walks its services
         return "done"
     if seen.firstboot in ("running", "interrupted", "fail"):
         return "unfinished"
@@ -101,8 +101,11 @@ def before_start(state: LabState, node: str, dom: libvirt.virDomain) -> StartNot
 
 def progress_for(note: StartNote | None) -> Progress:
     """Where following a node's console starts: a node whose first boot is unfinished resumes
-    it in this boot, after cloud-init has finished; any other later boot is ready once
-    cloud-init has."""
+    it in this boot, after cloud-init has finished; one whose first boot is done brings its
+    services back (stackseed-services) and is ready once they are; any other boot is judged
+    by what it prints."""
     if note is not None and note.firstboot == "unfinished":
         return Progress(firstboot="interrupted", boots=1)
+    if note is not None and note.firstboot == "done":
+        return Progress(later=True)
     return Progress()

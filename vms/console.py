@@ -5,6 +5,12 @@ The guest prints `STACKSEED node=<n> phase=<p> status=start|done|fail` per first
 whose needs allow it run side by side, so their markers interleave: the node's phase reads as
 every phase running at once. A reboot mid-way prints `status=interrupted` for each running
 phase; the next boot's resume unit carries on with the phases.
+
+Every boot after first boot, stackseed-services brings the services back in the phases' order:
+`STACKSEED node=<n> services=all status=start`, then `services=<p> status=start|up|late` per
+phase and `services=all status=ready|fail` at the end. Such a boot is ready once its services
+are (they have joined), not when cloud-init finishes; a resumed first boot prints the per-phase
+lines too, for the phases it had finished, before its own markers.
 """
 
 from __future__ import annotations
@@ -20,6 +26,10 @@ from pathlib import Path
 MARKER = re.compile(
     r"STACKSEED node=(?P<node>\S+) phase=(?P<phase>\S+) "
     r"status=(?P<status>start|done|fail|interrupted)\b"
+)
+SERVICES = re.compile(
+    r"STACKSEED node=(?P<node>\S+) services=(?P<phase>\S+) "
+    r"status=(?P<status>start|up|late|ready|fail)\b"
 )
 CLOUD_INIT_STAGE = re.compile(r"Cloud-init v\. \S+ running '(?P<stage>[^']+)'")
 CLOUD_INIT_FINISHED = re.compile(r"Cloud-init v\. \S+ finished at")
@@ -59,6 +69,11 @@ class Progress:
     history: list[str] = field(default_factory=list)
     running: list[str] = field(default_factory=list)  # phases started, not ended, in start order
     stopped: list[str] = field(default_factory=list)  # phases interrupted by the last stop
+    # A boot after first boot finished: ready once stackseed-services says so.
+    later: bool = False
+    services: str | None = None  # None: no walk seen this boot; 'running', 'ready', 'fail'
+    starting: list[str] = field(default_factory=list)  # phases the walk is bringing up
+    late: list[str] = field(default_factory=list)  # phases the walk gave up waiting for
 
     def feed(self, line: str) -> None:
         marker = MARKER.search(line)
@@ -70,8 +85,11 @@ class Progress:
             self.failed = None
         if marker:
             self._marker(marker["phase"], marker["status"], line)
+        elif walk := SERVICES.search(line):
+            self._services(walk["phase"], walk["status"], line)
         elif stage := CLOUD_INIT_STAGE.search(line):
-            self._set(_STAGES.get(stage["stage"], f"cloud-init:{stage['stage']}"))
+            if self.services is None:  # cloud-init runs beside a walk: the walk is the news
+                self._set(_STAGES.get(stage["stage"], f"cloud-init:{stage['stage']}"))
             if stage["stage"] == "modules:final":
                 self.final = True
                 if up := UPTIME.search(line):
@@ -82,14 +100,19 @@ class Progress:
                 # After a reboot cloud-init's runcmd is done; the resume unit starts after it.
                 self._set("firstboot:resuming")
                 return
-            if self.firstboot in ("running", None):
-                self._set("cloud-init:done")
+            if self.firstboot in ("running", None) and self.services is None:
+                self._set("cloud-init:done")  # a walk under way stays what the node shows
             if self.firstboot == "running":
                 self.failed = line.strip()
                 self.phase = "firstboot (never reported done)"
         elif KERNEL.search(line):
             self.boots += 1
             self.running.clear()
+            if self.firstboot == "done":
+                self.later = True
+            self.services = None
+            self.starting.clear()
+            self.late.clear()
             if self.boots == 1:
                 self._set("kernel")
             else:
@@ -124,15 +147,46 @@ class Progress:
         if status == "fail":
             self.failed = line.strip()
 
+    def _services(self, phase: str, status: str, line: str) -> None:
+        if phase == "all":
+            if status == "start":
+                # Only a node whose first boot is done walks all its services.
+                self.later = True
+                self.services = "running"
+                self.starting.clear()
+                self.late.clear()
+                self._set("services")
+            elif status == "ready":
+                self.services = "ready"
+                self.starting.clear()
+                self._set("ready")
+            elif status == "fail":
+                self.services = "fail"
+                self.failed = line.strip()
+                late = f" (late: {', '.join(self.late)})" if self.late else ""
+                self._set(f"services{late}")
+            return
+        if status == "start":
+            self.starting.append(phase)
+        elif phase in self.starting:
+            self.starting.remove(phase)
+        if status == "late":
+            self.late.append(phase)
+        self._set(f"services:{', '.join(self.starting)}" if self.starting else "services")
+
     def _set(self, phase: str) -> None:
         if phase != self.phase:
             self.phase = phase
             self.history.append(phase)
 
     def reached(self, until: str) -> bool:
-        """until: 'final' (cloud-init's final stage began) or 'ready' (first boot complete)."""
+        """until: 'final' (cloud-init's final stage began) or 'ready' (first boot complete; on a
+        later boot, its services back). A later boot with no walk at all (a seed older than
+        stackseed-services) is ready when cloud-init has finished, as it always was."""
         if until == "final":
             return self.final
+        if self.later:
+            return self.services == "ready" or (self.finished and self.services is None)
         return self.firstboot == "done" or (self.finished and self.firstboot is None)
 
 

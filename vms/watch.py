@@ -1,7 +1,8 @@
 """`lab up --wait`: follow every node's console until it is ready, fails, stops or times out.
 
 A node whose existing domain stackseed started again (`lab start`, `lab up` after a power cut)
-is followed from where that boot began, knowing whether it resumes first boot (vms/boots.py)."""
+is followed from where that boot began, knowing whether it resumes first boot (vms/boots.py) or,
+first boot done, brings its services back (ready once stackseed-services says they are)."""
 
 from __future__ import annotations
 
@@ -81,7 +82,10 @@ def _settle(reader: LogReader, grace: float = 5.0) -> None:
     """The runner prints the failed phase's log tail just after its fail marker: let it land."""
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if any("phase=firstboot status=fail" in line for line in reader.new_lines()):
+        if any(
+            "phase=firstboot status=fail" in line or "services=all status=fail" in line
+            for line in reader.new_lines()
+        ):
             return
         time.sleep(0.5)
 
@@ -91,12 +95,17 @@ def _fail(state: LabState, name: str, node: Progress, why: str, *, timed_out: bo
     lines = tail(path, 15)
     shown = "\n".join(f"  | {line}" for line in lines) or "  (the console log is empty)"
     error = WaitTimeout if timed_out else StackseedError
+    # A later boot's services are brought back by stackseed-services, which logs apart.
+    own = (
+        "services.log' shows how its services came back"
+        if node.later
+        else "firstboot.log' shows first boot's own log"
+    )
     raise error(
         f"node {name} {why}\nlast lines of its console:\n{shown}",
         fix=(
             f"'lab console {name}' shows the whole console log; if the node boots, "
-            f"'lab ssh {name} sudo tail -n 60 /var/log/stackseed/firstboot.log' shows first "
-            f"boot's own log"
+            f"'lab ssh {name} sudo tail -n 60 /var/log/stackseed/{own}"
         ),
         log=str(path),
     )

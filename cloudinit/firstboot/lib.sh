@@ -209,10 +209,24 @@ line_once() {
 
 # --- services ----------------------------------------------------------------------------
 
-# svc_start <unit...>: enables and (re)starts units in the order given, waiting for each to be
-# active so the next one finds it. Images leave services disabled; first boot starts them.
+# owned_by_table <unit>: a phase of phases.json owns the unit (its `units` or `then`): the
+# later boots' walk (stackseed-services) starts it in the table's order, so it is never enabled.
+owned_by_table() {
+    local table=${STACKSEED_PHASES_JSON:-$STACKSEED_ROOT/usr/local/lib/stackseed/phases.json}
+    [ -e "$table" ] || return 1
+    jq -e --arg unit "$1" \
+        '[.phases[] | (.units // []) + (.then // []) | .[]] | index($unit) != null' \
+        "$table" >/dev/null 2>&1
+}
+
+# svc_start <unit...>: (re)starts units in the order given, waiting for each to be active so the
+# next one finds it. Images leave services disabled; first boot starts them. A unit the phase
+# table owns stays disabled: enabled, every OpenStack service started at once on a later boot
+# (load 13-24 for 16 minutes on a 2-vCPU TCG controller, keystone unanswered for 15 of them,
+# nova's notify units holding multi-user.target and with it cloud-final). Others (chrony,
+# openvswitch-switch, libvirtd, iscsid) are enabled for systemd to start on every boot.
 svc_start() {
-    local unit
+    local unit enable=()
     # Units that notify systemd when ready (nova-compute, ...) can take minutes under TCG,
     # past systemd's 90 s start timeout; a timed-out start is killed and started again. One
     # drop-in for every service: each reload costs ~20 s here, so the node pays for one.
@@ -223,12 +237,16 @@ svc_start() {
         printf '[Service]\nTimeoutStartSec=900\n' >"$dropin"
         systemctl daemon-reload
     fi
+    for unit in "$@"; do
+        owned_by_table "$unit" || enable+=("$unit")
+    done
     # Enabled for the boots after this one (a rebooted node comes back with its services). A
     # plain `systemctl enable` costs about a minute here: Debian's packages ship SysV scripts
     # too, so it runs update-rc.d, then reloads systemd, whose generators rescan every one of
     # them. The symlinks are all the next boot needs; this boot starts the units itself.
-    if ! SYSTEMCTL_SKIP_SYSV=1 systemctl enable --no-reload "$@" >/dev/null 2>&1; then
-        for unit in "$@"; do
+    if [ "${#enable[@]}" -gt 0 ] &&
+        ! SYSTEMCTL_SKIP_SYSV=1 systemctl enable --no-reload "${enable[@]}" >/dev/null 2>&1; then
+        for unit in "${enable[@]}"; do
             SYSTEMCTL_SKIP_SYSV=1 systemctl enable --no-reload "$unit" >/dev/null 2>&1 ||
                 log "warning: $unit is not enabled for later boots (systemctl enable $unit)"
         done

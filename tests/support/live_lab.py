@@ -9,12 +9,13 @@ import sys
 from conftest import DEFAULT, REPO
 
 URI = "qemu:///system"
+# The commands that talk to the cloud or a node, not to libvirt, have no --connect.
+NO_CONNECT = {"verify", "ssh", "logs", "tempest"}
 
 
 def lab(*args: str, timeout: float = 4800) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-c", "from builder.cli.lab import main; main()", *args]
-    # verify talks to the cloud, not to libvirt: it has no --connect.
-    where = [] if args[0] == "verify" else ["--connect", URI]
+    where = [] if args[0] in NO_CONNECT else ["--connect", URI]
     return subprocess.run(
         [*argv, "-t", str(DEFAULT), *where],
         cwd=REPO,
