@@ -43,11 +43,11 @@ def run_checks(plan: Plan, uri: str, pool_dir: Path, images_dir: Path | None) ->
     if kinds:
         checks.append(_ovmf(local, kinds))
     found: dict[str, ImageInfo] = {}
-    for role in sorted({n.role for n in plan.nodes}):
-        # A role with a firmware-booted node needs its whole-disk image too.
+    for role in sorted({n.image_name for n in plan.nodes}):
+        # An image with a firmware-booted node needs its whole-disk image too.
         find = (
             find_disk_image
-            if any(n.boots_firmware and n.role == role for n in plan.nodes)
+            if any(n.boots_firmware and n.image_name == role for n in plan.nodes)
             else find_image
         )
         try:
@@ -119,7 +119,7 @@ def _disk(plan: Plan, pool_dir: Path, found: dict[str, ImageInfo]) -> Check:
         image.disk_path.stat().st_size
         for role, image in found.items()
         if image.disk_path is not None
-        and any(n.boots_firmware and n.role == role for n in plan.nodes)
+        and any(n.boots_firmware and n.image_name == role for n in plan.nodes)
     )
     # A root overlay is sparse and takes host disk as the node writes, up to its virtual size
     # (the node's root_size): counted at that, like the sparse extra disks.
