@@ -68,6 +68,8 @@ def run_checks(plan: Plan, uri: str, pool_dir: Path, images_dir: Path | None) ->
         else:
             found[role] = image
             checks.append(Check(f"image {role}", True, f"{image.directory} (key {image.key[:12]})"))
+    if any(n.plain for n in plan.nodes):
+        checks.append(repo_tools())
     checks.append(_accel(local, found))
     checks.append(_disk(plan, pool_dir, found))
     checks.append(_memory(plan, conn, local))
@@ -111,6 +113,22 @@ def _ovmf(local: bool, kinds: set[str]) -> Check:
         return Check("uefi firmware", False, exc.message, exc.fix or "")
     files = sorted({str(firmware.firmware(k).code) for k in kinds})
     return Check("uefi firmware", True, f"{', '.join(files)} (for the nodes with boot: firmware)")
+
+
+# What making and signing the plain nodes' repository runs on this host (builder/aptrepo.py).
+REPO_TOOLS = ("gpg", "gpg-agent", "gpgconf", "dpkg-deb")
+
+
+def repo_tools() -> Check:
+    missing = [tool for tool in REPO_TOOLS if shutil.which(tool) is None]
+    if missing:
+        return Check(
+            "repository tools",
+            False,
+            f"{', '.join(missing)} missing: the plain nodes' repository is signed with gpg",
+            "apt-get install gpg gpg-agent (bash .ci/setup-host.sh installs them)",
+        )
+    return Check("repository tools", True, f"{', '.join(REPO_TOOLS)} (for the plain nodes)")
 
 
 def _disk(plan: Plan, pool_dir: Path, found: dict[str, ImageInfo]) -> Check:
