@@ -8,6 +8,7 @@ import time
 import click
 from rich.markup import escape
 
+from builder.cli import repo as plain_repo
 from builder.cli.common import Lab, err, lab_lock, out, timeout_option, topology_options
 from builder.cli.snapshot import wait_for_cloud
 from vms import domains, power
@@ -86,6 +87,8 @@ def start(
     # As with 'lab up --wait', the lock covers the changes only, not the wait.
     with lab_lock(lab):
         conn = open_connection(uri)
+        # A plain node whose first boot stopped mid-install resumes it from the repository.
+        plain_repo.serve(lab, plain_repo.prepare(lab, None))
         report = power.start(conn, lab.plan, lab.state, names, say=_say)
     if report.started:
         out.print(f"lab {lab.plan.lab}: {len(report.started)} node(s) started on {uri}")
