@@ -152,7 +152,8 @@ def render_node(
         "cloud": (FIRSTBOOT / "stackseed-cloud").read_text(),
         "phases": node_phases(node),
         "phase_table": json.dumps(
-            table_for(node.role).as_json(plan.topology.lab.neutron_backend), indent=2
+            table_for(node.role, node.image_name).as_json(plan.topology.lab.neutron_backend),
+            indent=2,
         )
         + "\n",
         "plain": plain_context(plan, node, keys),

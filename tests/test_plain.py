@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import json
 import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,6 +21,7 @@ from builder.images.key import closure, content_key
 from builder.images.key import packages as key_packages
 from builder.loader import load, parse
 from builder.paths import ELEMENTS
+from builder.phases import TABLES, table_for
 from builder.plain import IMAGES, PLAIN
 from builder.plan import make_plan
 from builder.render import ensure_keys, render_node
@@ -220,6 +222,13 @@ def test_plain_node_carries_its_role_packages_hooks_and_the_phase_first(tmp_path
     assert [p for p in listed if not p.startswith("#")] == list(plain.packages("compute"))
     phases = sorted(p for p in files if "/firstboot.d/" in p)
     assert phases[0].endswith("/05-packages.sh") and phases[1].endswith("/10-base.sh")
+    # Its phases.json schedules the install first and alone: 10-base, which needs nothing on
+    # a role image, needs it; every script has its entry (phases.yaml's `images: plain:`).
+    table = json.loads(files["/usr/local/lib/stackseed/phases.json"]["content"])
+    assert table == table_for("compute", "plain").as_json(load(PLAIN_LAB).lab.neutron_backend)
+    assert sorted(table["phases"]) == [p.rsplit("/", 1)[1].removesuffix(".sh") for p in phases]
+    assert table["phases"]["05-packages"]["needs"] == []
+    assert table["phases"]["10-base"]["needs"] == ["05-packages"]
     for name, text in plain.first_boot("compute").after:
         assert files[f"{plain.NODE_DIR}/after/{name}"]["content"] == text
     assert files[f"{plain.NODE_DIR}/bin/systemctl"]["permissions"] == "0755"
@@ -245,6 +254,21 @@ def test_nodes_on_role_images_carry_nothing_of_it(tmp_path: Path) -> None:
         assert "apt" not in data
         assert not _apt_sources(_files(data))
         assert "05-packages" not in text and plain.NODE_DIR not in text
+
+
+@needs_gpg
+def test_role_image_nodes_of_a_lab_with_plain_nodes_carry_their_roles_table(
+    tmp_path: Path,
+) -> None:
+    plan = make_plan(load(PLAIN_LAB))
+    backend = plan.topology.lab.neutron_backend
+    for node in plan.nodes:
+        files = _files(_user_data(PLAIN_LAB, node.name, tmp_path))
+        table = json.loads(files["/usr/local/lib/stackseed/phases.json"]["content"])
+        if node.plain:
+            assert "05-packages" in table["phases"], node.name
+        else:
+            assert table == TABLES[node.role].as_json(backend), node.name
 
 
 def test_build_images_plans_the_plain_image(tmp_path: Path) -> None:
