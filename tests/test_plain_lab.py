@@ -1,11 +1,13 @@
-"""`lab up`, `lab repo` and `lab down` with a plain node, on libvirt's test driver: the
-repository is made from the role image's manifest and the .deb cache before the seeds, served
-on the host's management address before the nodes start, and stopped with the lab."""
+"""`lab up`, `lab repo`, `lab stop` / `start`, `lab snapshot` / `up --from` / `restore` and `lab
+down` with a plain node, on libvirt's test driver: the repository is made from the role image's
+manifest and the .deb cache before the seeds, served on the host's management address before
+the nodes start (again on a start or a restore), and stopped with the lab's last node."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,7 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         "cinder-volume 2:26.0.0-1 all\nlibc6:amd64 2.41-12 amd64\n"
     )
     monkeypatch.setenv("STACKSEED_CACHE_DIR", str(cache))
+    (tmp_path / "pool").mkdir()  # the test driver keeps volumes in memory only
     topology = tmp_path / "lab.yaml"
     topology.write_text(TOPOLOGY)
     state = tmp_path / "state"
@@ -64,11 +67,11 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     def run(command: str, *extra: str) -> tuple[int, str]:
         args = [command, *common, *extra]
-        if command in ("up", "down"):
+        if command in ("up", "down", "stop", "start", "snapshot", "restore"):
             args += ["--connect", URI]
-        if command == "up":
+        if command in ("up", "restore"):
             args += ["--images-dir", str(images), "--pool-dir", str(tmp_path / "pool")]
-        if command == "repo":
+        if command in ("repo", "snapshot"):
             args += ["--images-dir", str(images)]
         result = CliRunner().invoke(lab, args, catch_exceptions=False)
         return result.exit_code, result.output
@@ -139,3 +142,82 @@ def test_record_names_what_is_served(cli) -> None:
     assert run("up")[0] == 0
     record = json.loads((state / "repo-server.json").read_text())
     assert record["root"] == str((state / "repo").resolve())
+
+
+def _server(state: Path) -> repo_server.Running | None:
+    return repo_server.running(state / "repo-server.json")
+
+
+def test_stop_ends_the_server_with_the_last_node_and_start_serves_it_again(
+    cli, tmp_path: Path
+) -> None:
+    run, state = cli
+    assert run("up")[0] == 0
+    first = _server(state)
+    assert first is not None
+
+    code, output = run("stop", "block1")
+    assert code == 0, output
+    assert _server(state) == first, "the controller still runs: the server stays"
+    code, output = run("stop")
+    assert code == 0, output
+    assert f"repository server (pid {first.pid}): stopped" in output
+    assert _server(state) is None and not Path(f"/proc/{first.pid}").exists()
+
+    # The repository 'lab up' made is served as it is: no role image needed to start.
+    shutil.rmtree(tmp_path / "images" / "trixie" / "block")
+    code, output = run("start")
+    assert code == 0, output
+    again = _server(state)
+    assert again is not None and (again.bind, again.port) == (first.bind, first.port)
+    assert "as 'lab up' made it" in output and "repository made" not in output
+    serving = f"repository server: serving {again.url}"
+    assert output.index(serving) < output.index("node(s) started")
+    code, output = run("start")
+    assert code == 0 and "already serving" in output and _server(state) == again
+
+
+def _fill_disks(conn, pool: Path) -> None:
+    """What running nodes would have written: real files at the test driver's volume paths,
+    each root disk over its image's base volume (block1's: the plain image's)."""
+    volumes = conn.storagePoolLookupByName("stackseed-plainlab").listVolumes()
+    bases = {v.split("-")[1]: v for v in volumes if v.startswith("base-") and v.endswith("qcow2")}
+    assert set(bases) == {"controller", "plain"}
+    for name in volumes:
+        if name.startswith("base-") or name.endswith(".iso"):
+            continue
+        if name.endswith(".qcow2"):
+            base = pool / bases["controller" if name.startswith("controller") else "plain"]
+            create = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-u", "-b"]
+            subprocess.run([*create, str(base), str(pool / name), "1G"], check=True)
+        else:
+            with (pool / name).open("wb") as handle:
+                handle.truncate(1 << 30)
+
+
+def test_up_from_a_snapshot_and_restore_serve_the_repository_first(cli, tmp_path: Path) -> None:
+    run, state = cli
+    assert run("up")[0] == 0
+    conn = libvirt.open(URI)
+    try:
+        _fill_disks(conn, tmp_path / "pool")
+    finally:
+        conn.close()
+    code, output = run("snapshot")
+    assert code == 0, output
+    code, output = run("down")
+    assert code == 0 and "repository server" in output and _server(state) is None
+
+    code, output = run("up", "--from", "golden")
+    assert code == 0, output
+    found = _server(state)
+    assert found is not None and found.url == f"http://10.250.0.1:{PLAIN.port}/"
+    serving = f"repository server: serving {found.url}"
+    assert output.index(serving) < output.index("memory restored")
+    assert "is back at snapshot golden" in output
+
+    code, output = run("stop")
+    assert code == 0 and _server(state) is None
+    code, output = run("restore")
+    assert code == 0, output
+    assert "repository server: serving" in output and _server(state) is not None

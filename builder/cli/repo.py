@@ -1,10 +1,12 @@
-"""`lab repo`, and the repository steps `lab up`, `start` and `down` take for plain nodes.
+"""`lab repo`, and the repository steps the lab commands take for plain nodes.
 
 A plain node (topology `image: plain`) installs its role's packages on first boot from the
 lab's repository (builder/aptrepo.py). `lab up` makes it (or brings it up to date) before the
 seeds, which pin its key, and serves it on the host's management address before any node
-starts (builder/repo_server.py); `lab down` stops the server. `lab repo` does the first part
-alone, and `--output DIR` copies the repository for a site's own web server.
+starts (builder/repo_server.py). `lab start`, `lab restore` and `lab up --from` serve it again
+before their nodes start (a node whose first boot stopped mid-install resumes it); `lab stop`
+stops the server once every node of the lab is off, and `lab down` with the lab. `lab repo`
+makes it alone, and `--output DIR` copies the repository for a site's own web server.
 """
 
 from __future__ import annotations
@@ -42,6 +44,25 @@ def serve(lab: Lab, repo: aptrepo.Repository | None) -> repo_server.Running | No
     another place (lab.repository) for it."""
     if repo is None:
         return None
+    return _serve(lab, repo.directory)
+
+
+def resume(lab: Lab, images_dir: Path | None = None) -> repo_server.Running | None:
+    """`lab start`, `lab restore` and `lab up --from`: serve the lab's repository again, before
+    its nodes start. The one `lab up` made is served as it is (the nodes' seeds pin its key,
+    it holds their role images' packages), so no role image is needed; made first when there
+    is none."""
+    if not any(n.plain for n in lab.plan.nodes):
+        return None
+    if lab.plan.topology.lab.repository is not None:
+        return _serve(lab, lab.state.repo_dir)  # says where the nodes install from instead
+    if (lab.state.repo_dir / "InRelease").is_file():
+        _say(f"repository in {lab.state.repo_dir}, as 'lab up' made it")
+        return _serve(lab, lab.state.repo_dir)
+    return serve(lab, prepare(lab, images_dir))
+
+
+def _serve(lab: Lab, directory: Path) -> repo_server.Running | None:
     topo = lab.plan.topology
     if topo.lab.repository is not None:
         _say(
@@ -51,7 +72,7 @@ def serve(lab: Lab, repo: aptrepo.Repository | None) -> repo_server.Running | No
         return None
     bind = str(topo.management.host_address)
     found, started = repo_server.ensure(
-        lab.state.repo_server, lab.state.repo_server_log, repo.directory, bind, PLAIN.port
+        lab.state.repo_server, lab.state.repo_server_log, directory, bind, PLAIN.port
     )
     state = "serving" if started else "already serving"
     _say(f"repository server: {state} {found.url} on the management network (pid {found.pid})")
@@ -59,6 +80,7 @@ def serve(lab: Lab, repo: aptrepo.Repository | None) -> repo_server.Running | No
 
 
 def stop(lab: Lab) -> None:
+    """Stop the repository server, when one runs for the lab."""
     pid = repo_server.stop(lab.state.repo_server)
     if pid is not None:
         _say(f"repository server (pid {pid}): stopped")
