@@ -13,6 +13,9 @@ APT_PACKAGES=(
   qemu-system-x86 dnsmasq-base iproute2 openssh-client
   # lab verify --deep pings the test server's floating IP from the host
   iputils-ping
+  # plain nodes' package repository: signed with the lab's own key (gpg; the agent holds the
+  # secret key while it signs)
+  gpg gpg-agent
   # seeds and their independent readers
   xorriso genisoimage libarchive-tools
   # tests: shell lint, INI edits as first boot does them

@@ -1,14 +1,14 @@
 """First-boot phase ordering, read from data/phases.yaml: per role, which phase needs which on
-the node and how many run at once, and which services each phase owns. Each node's seed
-carries its role's table as phases.json, which the runner (cloudinit/firstboot/
-stackseed-firstboot) schedules first boot from and stackseed-services every later boot's
-services."""
+the node and how many run at once, and which services each phase owns; per image that is not a
+role's own (a plain node's), the phases it adds ahead of the role's. Each node's seed carries
+its table as phases.json, which the runner (cloudinit/firstboot/stackseed-firstboot) schedules
+first boot from and stackseed-services every later boot's services."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,10 @@ PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 PLACEHOLDERS = ("ip", "controller")
 KEYS = ("needs", "seconds", "units", "then", "wait", "up", "run")
 SERVICE_KEYS = ("units", "then", "wait", "up", "run")
+# phases.yaml's top-level key for the phases an image adds (every other key is a role), and
+# the key only those phases may have besides KEYS.
+IMAGES = "images"
+IMAGE_KEYS = (*KEYS, "first")
 
 # A unit by name, or by neutron backend ({openvswitch: ..., linuxbridge: ...}).
 UnitSpec = str | Mapping[str, str]
@@ -97,9 +101,34 @@ def _services(entry: Mapping[str, Any]) -> Services:
     return Services(**{key: tuple(entry.get(key) or ()) for key in SERVICE_KEYS})
 
 
+@dataclass(frozen=True)
+class ImagePhases:
+    """The phases a node's image adds to its role's table (phases.yaml's `images`): a plain
+    node installs its role's packages before anything else."""
+
+    image: str
+    needs: Mapping[str, tuple[str, ...]]
+    seconds: Mapping[str, float]
+    services: Mapping[str, Services]
+    first: tuple[str, ...]  # what every phase of the role that needs nothing needs instead
+    unknown: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    not_bool: tuple[str, ...] = ()  # phases whose `first` is neither true nor false
+
+
+def _unknown(phases: Mapping[str, Any], keys: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    return {
+        name: tuple(sorted(set(entry) - set(keys)))
+        for name, entry in phases.items()
+        if set(entry) - set(keys)
+    }
+
+
 def parse(raw: Mapping[str, Any]) -> dict[str, PhaseTable]:
+    """The roles' tables (every top-level key but `images`)."""
     tables = {}
     for role, spec in raw.items():
+        if role == IMAGES:
+            continue
         phases = spec["phases"]
         tables[role] = PhaseTable(
             role=role,
@@ -107,17 +136,54 @@ def parse(raw: Mapping[str, Any]) -> dict[str, PhaseTable]:
             needs={name: tuple(entry.get("needs", [])) for name, entry in phases.items()},
             seconds={name: float(entry.get("seconds", 0)) for name, entry in phases.items()},
             services={name: _services(entry) for name, entry in phases.items()},
-            unknown={
-                name: tuple(sorted(set(entry) - set(KEYS)))
-                for name, entry in phases.items()
-                if set(entry) - set(KEYS)
-            },
+            unknown=_unknown(phases, KEYS),
         )
     return tables
 
 
+def parse_images(raw: Mapping[str, Any]) -> dict[str, ImagePhases]:
+    """What each image adds (phases.yaml's `images`: image -> its phases)."""
+    found = {}
+    for image, phases in (raw.get(IMAGES) or {}).items():
+        found[image] = ImagePhases(
+            image=image,
+            needs={name: tuple(entry.get("needs", [])) for name, entry in phases.items()},
+            seconds={name: float(entry.get("seconds", 0)) for name, entry in phases.items()},
+            services={name: _services(entry) for name, entry in phases.items()},
+            first=tuple(sorted(name for name, entry in phases.items() if entry.get("first"))),
+            unknown=_unknown(phases, IMAGE_KEYS),
+            not_bool=tuple(
+                sorted(
+                    name
+                    for name, entry in phases.items()
+                    if not isinstance(entry.get("first", False), bool)
+                )
+            ),
+        )
+    return found
+
+
 def load(path: Path = DATA / "phases.yaml") -> dict[str, PhaseTable]:
     return parse(yaml.safe_load(path.read_text()))
+
+
+def load_images(path: Path = DATA / "phases.yaml") -> dict[str, ImagePhases]:
+    return parse_images(yaml.safe_load(path.read_text()))
+
+
+def with_image(table: PhaseTable, extra: ImagePhases) -> PhaseTable:
+    """The role's table on a node of `extra`'s image: its phases added, and every role phase
+    that needed nothing needing the image's `first` phases instead. The role's own entries win
+    a name clash (image_problems names it)."""
+    needs = {name: wanted or extra.first for name, wanted in table.needs.items()}
+    return PhaseTable(
+        role=table.role,
+        parallel=table.parallel,
+        needs={**extra.needs, **needs},
+        seconds={**extra.seconds, **table.seconds},
+        services={**extra.services, **table.services},
+        unknown={**extra.unknown, **table.unknown},
+    )
 
 
 def cycle(needs: Mapping[str, Sequence[str]]) -> list[str] | None:
@@ -166,6 +232,32 @@ def problems(table: PhaseTable, scripts: Sequence[str]) -> list[str]:
         )
     found.extend(service_problems(table))
     return found
+
+
+def image_problems(extra: ImagePhases, table: PhaseTable, scripts: Sequence[str]) -> list[str]:
+    """Everything wrong with an image's phases on a node of `table`'s role, whose phase
+    scripts are `scripts` (the role's and the image's): what `problems` finds in the table the
+    node's seed carries, and what is the image's own doing."""
+    where = f"{table.role} on image {extra.image}"
+    found = []
+    for name in sorted(set(extra.needs) & set(table.needs)):
+        found.append(f"{where}: {name} is a {table.role} phase already")
+    for name, keys in sorted(extra.unknown.items()):
+        known = ", ".join(IMAGE_KEYS)
+        found.append(f"{where}: {name} has unknown keys {', '.join(keys)} (known: {known})")
+    for name in extra.not_bool:
+        found.append(f"{where}: {name}: first is true or false")
+    for name in extra.first:
+        if extra.needs[name]:
+            found.append(f"{where}: {name} is first and cannot need {', '.join(extra.needs[name])}")
+    if not extra.first:
+        found.append(f"{where}: no phase is first: nothing orders the image's phases")
+    carried = with_image(table, extra)
+    found += [
+        f"{where}: {problem.removeprefix(f'{table.role}: ')}"
+        for problem in problems(replace(carried, unknown=table.unknown), scripts)
+    ]
+    return list(dict.fromkeys(found))
 
 
 def probe_problem(probe: Any) -> str | None:
@@ -225,13 +317,25 @@ def service_problems(table: PhaseTable) -> list[str]:
 
 
 TABLES: dict[str, PhaseTable] = load()
+IMAGE_PHASES: dict[str, ImagePhases] = load_images()
 
 
-def table_for(role: str) -> PhaseTable:
+def table_for(role: str, image: str | None = None) -> PhaseTable:
+    """The table a node of `role` carries: the role's own on its role image (image None or
+    the role's name), with the image's phases added on any other."""
     try:
-        return TABLES[role]
+        table = TABLES[role]
     except KeyError:
         raise StackseedError(
             f"role {role} has no first-boot phase table",
             fix=f"add '{role}:' with its phases and their needs to builder/data/phases.yaml",
+        ) from None
+    if image is None or image == role:
+        return table
+    try:
+        return with_image(table, IMAGE_PHASES[image])
+    except KeyError:
+        raise StackseedError(
+            f"image {image} has no first-boot phases",
+            fix=f"add '{image}:' under '{IMAGES}:' in builder/data/phases.yaml",
         ) from None

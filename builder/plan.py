@@ -74,10 +74,21 @@ class PlannedNode:
     firmware: str | None = None  # uefi | uefi-secure, for boot firmware
     seed_bus: str | None = None  # cdrom (SATA) | usb, for boot firmware
     nic_model: str = "virtio"
+    # The image it boots: its role's (the role's name), or "plain" (Debian without the role's
+    # packages, which first boot installs from the lab's repository). "" means the role's.
+    image: str = ""
 
     @property
     def domain_name(self) -> str:
         return self.name
+
+    @property
+    def image_name(self) -> str:
+        return self.image or self.role
+
+    @property
+    def plain(self) -> bool:
+        return self.image_name != self.role
 
     @property
     def boots_firmware(self) -> bool:
@@ -167,6 +178,7 @@ def _plan_node(topo: Topology, node: Node) -> PlannedNode:
         firmware=node.firmware_kind,
         seed_bus=node.seed_bus,
         nic_model=node.nic_model,
+        image=node.image_name,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass
@@ -11,6 +12,8 @@ from typing import Any
 import jinja2
 import yaml
 
+from builder import plain
+from builder.aptrepo import ensure_key
 from builder.paths import TEMPLATES
 from builder.phases import table_for
 from builder.plan import Plan, PlannedNode, node_facts
@@ -40,6 +43,8 @@ class LabKeys:
 
     public: str
     host_keys: dict[str, tuple[str, str]]  # node -> (private PEM, public line)
+    # The public key the lab's package repository is signed with, when it has plain nodes.
+    repo_public: bytes | None = None
 
 
 def literal(text: str, indent: int) -> str:
@@ -70,7 +75,11 @@ def ensure_keys(plan: Plan, state: LabState) -> LabKeys:
         node.name: ensure_keypair(state.host_key(node.name), f"root@{node.fqdn}")
         for node in plan.nodes
     }
-    return LabKeys(public=public, host_keys=host_keys)
+    repo_public = None
+    if any(node.plain for node in plan.nodes):
+        # gpg makes it: only a lab with plain nodes needs gpg on the host.
+        repo_public = ensure_key(state.repo_key_dir, plan.lab).public
+    return LabKeys(public=public, host_keys=host_keys, repo_public=repo_public)
 
 
 def known_hosts(plan: Plan, keys: LabKeys) -> str:
@@ -91,6 +100,28 @@ def phases(role: str) -> list[tuple[str, str]]:
     """(file name, script) of the role's first-boot phases, common ones included, in run order."""
     scripts = [*FIRSTBOOT.glob("common/*.sh"), *FIRSTBOOT.glob(f"{role}/*.sh")]
     return [(p.name, p.read_text()) for p in sorted(scripts, key=lambda p: p.name)]
+
+
+def node_phases(node: PlannedNode) -> list[tuple[str, str]]:
+    """The node's first-boot phases: its role's, after the package install on a plain node."""
+    extra = [plain.phase()] if node.plain else []
+    return [*extra, *phases(node.role)]
+
+
+def plain_context(plan: Plan, node: PlannedNode, keys: LabKeys) -> dict[str, Any] | None:
+    """What a plain node's user-data adds: the repository's key and apt source, the package
+    list and the role elements' hooks (builder/plain.py). None for a node on a role image."""
+    if not node.plain:
+        return None
+    if keys.repo_public is None:
+        raise ValueError(f"{node.name} is a plain node, and the lab keys have no repository key")
+    return {
+        "keyring_path": plain.KEYRING_PATH,
+        "keyring": base64.b64encode(keys.repo_public).decode(),
+        "source_path": plain.SOURCE_PATH,
+        "source": plain.source_text(plan.topology.repository_url),
+        "files": plain.node_files(node.role),
+    }
 
 
 def render_node(
@@ -119,11 +150,13 @@ def render_node(
         "library": (FIRSTBOOT / "lib.sh").read_text(),
         "joined": (FIRSTBOOT / "stackseed-joined").read_text(),
         "cloud": (FIRSTBOOT / "stackseed-cloud").read_text(),
-        "phases": phases(node.role),
+        "phases": node_phases(node),
         "phase_table": json.dumps(
-            table_for(node.role).as_json(plan.topology.lab.neutron_backend), indent=2
+            table_for(node.role, node.image_name).as_json(plan.topology.lab.neutron_backend),
+            indent=2,
         )
         + "\n",
+        "plain": plain_context(plan, node, keys),
     }
     user_data = env.get_template(node.template).render(context)
     network_config = env.get_template("network-config.yaml.j2").render(context)

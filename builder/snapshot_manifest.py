@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from builder.aptrepo import read_key
 from builder.errors import StackseedError, UsageError
 from builder.fsutil import private_dir, write_private
 from builder.paths import cache_root
@@ -262,7 +263,10 @@ def topology_data(plan: Plan) -> dict[str, Any]:
     the seeds are made from, as plain data."""
     topo = plan.topology
     return {
-        "lab": topo.lab.model_dump(mode="json"),
+        # lab.repository only when set: snapshots made before it existed keep their key.
+        "lab": topo.lab.model_dump(
+            mode="json", exclude={"repository"} if topo.lab.repository is None else None
+        ),
         "networks": [n.model_dump(mode="json") for n in topo.networks],
         "nodes": [
             {
@@ -281,6 +285,7 @@ def topology_data(plan: Plan) -> dict[str, Any]:
                     else {}
                 ),
                 **({"nic_model": node.nic_model} if node.nic_model != "virtio" else {}),
+                **({"image": node.image} if node.image != node.role else {}),
             }
             for node in plan.nodes
         ],
@@ -303,6 +308,8 @@ def _identity(plan: Plan, state: LabState) -> tuple[dict[str, str], LabKeys] | N
     keys = [state.ssh_key, *(state.host_key(n.name) for n in plan.nodes)]
     if any(name not in secrets for name in SECRET_NAMES) or not all(k.is_file() for k in keys):
         return None
+    if any(n.plain for n in plan.nodes) and read_key(state.repo_key_dir) is None:
+        return None  # plain nodes' seeds carry the repository key a new lab would make anew
     return secrets, ensure_keys(plan, state)
 
 

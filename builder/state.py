@@ -53,6 +53,25 @@ class LabState:
         return self.root / "console" / f"{node}.log"
 
     @property
+    def repo_dir(self) -> Path:
+        """The package repository plain nodes install from (builder/aptrepo.py)."""
+        return self.root / "repo"
+
+    @property
+    def repo_key_dir(self) -> Path:
+        """The GnuPG home holding the key the repository is signed with."""
+        return self.root / "repo-key"
+
+    @property
+    def repo_server(self) -> Path:
+        """The repository's HTTP server while `lab up` keeps it running: pid, address, port."""
+        return self.root / "repo-server.json"
+
+    @property
+    def repo_server_log(self) -> Path:
+        return self.root / "repo-server.log"
+
+    @property
     def last_verify(self) -> Path:
         """`lab verify`'s last verdict (time and ok); what a snapshot records as `verified`."""
         return self.root / "last-verify.json"

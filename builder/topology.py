@@ -20,12 +20,15 @@ from pydantic import (
     model_validator,
 )
 
+from builder.plain import IMAGE as PLAIN_IMAGE
+from builder.plain import PLAIN
 from builder.roles import ROLES
 from builder.sizes import format_size, parse_size
 
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 _SERIAL = re.compile(r"^[A-Za-z0-9_-]{1,20}$")
+_URL = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]+(/\S*)?$")
 
 Size = Annotated[int, BeforeValidator(parse_size), PlainSerializer(format_size)]
 
@@ -53,6 +56,21 @@ class Lab(_Strict):
     neutron_backend: Literal["openvswitch", "linuxbridge"] = "openvswitch"
     domain: str = "lab.test"
     tunnel_network: str | None = None
+    # Where plain nodes (image: plain) get their role's packages: default, the lab host at its
+    # management address; a site's own web server serving the same repository otherwise.
+    repository: str | None = None
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not _URL.match(value):
+            raise ValueError(
+                f"repository {value!r} is not an http:// or https:// URL, e.g. "
+                "http://repo.example.org/stackseed/"
+            )
+        return value if value.endswith("/") else value + "/"
 
     @field_validator("domain")
     @classmethod
@@ -145,6 +163,9 @@ Firmware = Literal["uefi", "uefi-secure"]
 # Where a firmware-booted node finds its seed: a CD on SATA, or a USB stick.
 SeedBus = Literal["cdrom", "usb"]
 NicModel = Literal["virtio", "e1000e", "e1000", "rtl8139"]
+# What is on the node's disk: its role's image (every package installed), or the plain image
+# (Debian without them: first boot installs them from the lab's repository).
+ImageKind = Literal["role", "plain"]
 # A root disk smaller than this cannot hold a role image (the smallest is about 2.4GiB); the
 # launcher compares it with the role image itself. Whole MiB: a qcow2's size is in sectors.
 MIN_ROOT = 3 << 30
@@ -164,6 +185,7 @@ class Node(_Strict):
     firmware: Firmware | None = None  # boot: firmware only; default uefi
     seed: SeedBus | None = None  # boot: firmware only; default cdrom
     nic_model: NicModel = "virtio"
+    image: ImageKind = "role"
 
     @field_validator("role")
     @classmethod
@@ -213,6 +235,11 @@ class Node(_Strict):
     @property
     def seed_bus(self) -> SeedBus | None:
         return (self.seed or "cdrom") if self.boot == "firmware" else None
+
+    @property
+    def image_name(self) -> str:
+        """The image the node boots: its role's, or the plain one."""
+        return PLAIN_IMAGE if self.image == "plain" else self.role
 
 
 class Topology(_Strict):
@@ -320,6 +347,14 @@ class Topology(_Strict):
                         *at,
                         key,
                     )
+        if node.image == "plain" and node.role not in PLAIN.roles:
+            raise At(
+                f"{where}: image plain is for roles {', '.join(PLAIN.roles)}; a {node.role} "
+                "node needs its role image (its build does work a first boot does not redo, "
+                "see builder/data/plain.yaml)",
+                *at,
+                "image",
+            )
         needed = ROLES[node.role].needs_disk
         if needed and not any(d.purpose == needed for d in node.disks):
             raise At(
@@ -339,6 +374,16 @@ class Topology(_Strict):
     @cached_property
     def controller(self) -> Node:
         return next(n for n in self.nodes if n.role == "controller")
+
+    @property
+    def plain_nodes(self) -> tuple[Node, ...]:
+        return tuple(n for n in self.nodes if n.image == "plain")
+
+    @property
+    def repository_url(self) -> str:
+        """Where plain nodes get their packages: lab.repository, else the lab host's own
+        address on the management network (the only place a lab node can reach)."""
+        return self.lab.repository or f"http://{self.management.host_address}:{PLAIN.port}/"
 
     @property
     def tunnel(self) -> Network:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import json
 import os
 import signal
 import sys
@@ -17,6 +18,9 @@ from types import ModuleType
 import pytest
 
 from builder.phase_log import phase_times
+from builder.phases import table_for
+from builder.plain import IMAGE as PLAIN_IMAGE
+from builder.plain import PLAIN
 from tests.support.scratch_node import RUNNER, Root
 from vms.console import MARKER, scan
 
@@ -134,6 +138,28 @@ def test_a_phase_the_table_does_not_list_runs_after_every_phase_named_before_it(
     spans = timeline(root)
     assert spans["20-unlisted"][0] >= spans["10-a"][1]
     assert overlap(spans["10-a"], spans["30-c"])
+
+
+@pytest.mark.parametrize("role", PLAIN.roles)
+def test_a_plain_node_installs_its_packages_alone_before_every_other_phase(
+    root: Root, role: str
+) -> None:
+    """The table a plain node's seed carries (phases.yaml's `images: plain:`): 05-packages
+    first and alone; the role's phases after it, side by side as on a role image."""
+    table = table_for(role, PLAIN_IMAGE).as_json("openvswitch")
+    for name in table["phases"]:
+        root.phase(f"{name}.sh", timed(0.4 if name == "05-packages" else 0.2))
+    (root.lib_dir / "phases.json").write_text(json.dumps(table))
+
+    result = root.run()
+
+    assert result.returncode == 0, result.stderr
+    spans = timeline(root)
+    assert set(spans) == set(table["phases"])
+    packages = spans.pop("05-packages")
+    assert all(start >= packages[1] for start, _ in spans.values())
+    beside = {"compute": "30-iscsi", "block": "30-lvm"}[role]
+    assert overlap(spans["20-wait-controller"], spans[beside]), "both need only 10-base"
 
 
 def test_a_need_the_node_has_no_script_for_fails_before_anything_runs(root: Root) -> None:

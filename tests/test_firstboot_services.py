@@ -18,6 +18,8 @@ from types import ModuleType
 import pytest
 
 from builder import phases
+from builder.plain import IMAGE as PLAIN_IMAGE
+from builder.plain import PLAIN
 from tests.support.scratch_node import FIRSTBOOT, SECRET, Root
 from vms.console import SERVICES, scan
 
@@ -115,6 +117,23 @@ def test_a_resumed_first_boot_walks_only_its_stamped_phases() -> None:
     assert sorted(started_after(batches)) == sorted(stamped)
     # Needs outside the stamped set count as met (a stamped phase's needs were stamped first).
     assert walker.phases_of(table, ["30-keystone"])["30-keystone"].needs == ()
+
+
+@pytest.mark.parametrize("role", PLAIN.roles)
+def test_a_plain_nodes_package_install_passes_at_once_and_the_role_walks_as_on_its_image(
+    role: str,
+) -> None:
+    """05-packages owns no units and probes nothing: a later boot passes it before 10-base, and
+    the role's phases come back in the order they do on a role image."""
+    plain = phases.table_for(role, PLAIN_IMAGE).as_json("openvswitch")
+    own = phases.TABLES[role].as_json("openvswitch")
+    assert walker.phases_of(plain)["05-packages"].idle
+    batches = simulate(plain)
+    assert batches[0] == ["(05-packages)", "10-base"]
+    assert batches[1:] == simulate(own)[1:]
+    assert walker.owned_units(walker.phases_of(plain)) == walker.owned_units(walker.phases_of(own))
+    # A resumed first boot stopped after the install: nothing to start, nothing stuck.
+    assert simulate(plain, only=["05-packages"]) == [["(05-packages)"]]
 
 
 def test_a_cycle_is_stuck_not_spinning() -> None:
@@ -364,6 +383,34 @@ def test_stamped_walks_only_finished_phases_quietly_and_never_fails(node: Node) 
     # Not a later boot: the node is ready only when the resumed first boot says so.
     progress = scan(node.console.read_text())
     assert not progress.later and not progress.reached("ready")
+
+
+def test_a_plain_nodes_package_install_starts_and_probes_nothing(node: Node) -> None:
+    """The real walk over a plain node's table: 05-packages (as its seed carries it) passes
+    with no systemctl call and no marker of its own, every boot and before a resumed one."""
+    packages = phases.table_for("compute", PLAIN_IMAGE).as_json("openvswitch")["phases"]
+    node.services_table(
+        2,
+        {
+            "05-packages": packages["05-packages"],
+            "10-base": {"needs": ["05-packages"], "units": ["base"]},
+            "20-agent": {"needs": ["10-base"], "units": ["agent"]},
+        },
+    )
+    assert node.walk().returncode == 0, node.services_log
+    assert [c for c in node.calls() if c.startswith("start ")] == ["start base", "start agent"]
+    assert "is-enabled base agent" in node.calls()
+    assert "[05-packages] nothing to start: up with its needs" in node.services_log
+    assert not [line for line in node.console_lines() if "services=05-packages" in line]
+    assert node.console_lines()[-1] == "STACKSEED node=node7 services=all status=ready"
+
+    # First boot resumed after the install: the stamped walk has nothing to do.
+    (node.base / "systemctl.log").unlink()
+    node.console.unlink()
+    (node.done / "firstboot").unlink()
+    (node.done / "05-packages").write_text("x\n")
+    assert node.walk("--stamped").returncode == 0
+    assert node.calls() == [] and node.console_lines() == []
 
 
 def test_a_unit_still_enabled_is_handed_over_to_the_walk(node: Node) -> None:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from conftest import DEFAULT, REPO
 
-from builder import phases
+from builder import phases, plain
 from builder.errors import StackseedError
 from builder.images import key as image_key
 from builder.loader import load
@@ -288,6 +288,90 @@ def test_service_problems_are_named() -> None:
         "r: 40-d: probe 'tcp {ip}': tcp wants HOST:PORT",
         "r: 50-e: 'bad name' is not a systemd unit name",
         "r: 50-e: run wants shell command strings",
+    ]
+
+
+# --- phases an image adds (phases.yaml's `images`: a plain node's 05-packages) ---------------
+
+
+def plain_script_names(role: str) -> list[str]:
+    """A plain node's phase scripts: the role's and the package install (render.node_phases)."""
+    return sorted([plain.phase()[0].removesuffix(".sh"), *script_names(role)])
+
+
+def test_only_images_that_are_not_a_roles_add_phases() -> None:
+    assert set(phases.IMAGE_PHASES) == set(plain.IMAGES) - set(ROLES) == {plain.IMAGE}
+
+
+@pytest.mark.parametrize("role", plain.PLAIN.roles)
+def test_a_plain_nodes_table_matches_its_scripts(role: str) -> None:
+    extra = phases.IMAGE_PHASES[plain.IMAGE]
+    found = phases.image_problems(extra, phases.TABLES[role], plain_script_names(role))
+    assert found == []
+
+
+@pytest.mark.parametrize("role", plain.PLAIN.roles)
+def test_a_plain_node_installs_its_packages_before_any_other_phase(role: str) -> None:
+    """05-packages needs nothing; every phase of the role that needed nothing (10-base) needs
+    it, so it runs alone and every other phase after it; the rest of the role's table as is."""
+    table = phases.TABLES[role]
+    carried = phases.table_for(role, plain.IMAGE)
+    assert carried.needs["05-packages"] == ()
+    roots = [name for name, needs in table.needs.items() if not needs]
+    assert roots == ["10-base"]
+    for name, needs in table.needs.items():
+        assert carried.needs[name] == (needs or ("05-packages",)), name
+        assert "05-packages" in closure(carried.needs, name), name
+    assert [name for name, needs in carried.needs.items() if not needs] == ["05-packages"]
+    assert carried.parallel == table.parallel
+    assert {n: carried.services[n] for n in table.services} == dict(table.services)
+
+
+@pytest.mark.parametrize("backend", phases.BACKENDS)
+def test_the_package_install_owns_no_units_so_a_later_boot_passes_it(backend: str) -> None:
+    for role in plain.PLAIN.roles:
+        entry = phases.table_for(role, plain.IMAGE).as_json(backend)["phases"]["05-packages"]
+        assert entry == {"needs": [], "seconds": entry["seconds"]}
+        assert phases.table_for(role, plain.IMAGE).units(backend) == owned(role, backend)
+
+
+def test_a_role_image_gets_its_roles_table_itself() -> None:
+    for role in ROLES:
+        assert phases.table_for(role) is phases.table_for(role, role) is phases.TABLES[role]
+    with pytest.raises(StackseedError, match="image ubuntu has no first-boot phases"):
+        phases.table_for("compute", "ubuntu")
+
+
+def test_image_problems_are_named() -> None:
+    raw = {
+        "r": {"parallel": 1, "phases": {"10-a": {}, "20-b": {"needs": ["10-a"]}}},
+        "images": {
+            "i": {
+                "01-x": {"first": True, "needs": ["20-b"]},
+                "02-y": {"first": "yes", "unit": ["u"]},
+                "10-a": {"needs": ["01-x"]},
+                "03-z": {"needs": ["99-gone"], "units": ["bad name"]},
+            },
+            "j": {"01-w": {}},
+        },
+    }
+    table = phases.parse(raw)["r"]
+    images = phases.parse_images(raw)
+    assert set(phases.parse(raw)) == {"r"}
+    found = phases.image_problems(images["i"], table, ["01-x", "02-y", "10-a", "20-b"])
+    assert found == [
+        "r on image i: 10-a is a r phase already",
+        "r on image i: 02-y has unknown keys unit "
+        "(known: needs, seconds, units, then, wait, up, run, first)",
+        "r on image i: 02-y: first is true or false",
+        "r on image i: 01-x is first and cannot need 20-b",
+        "r on image i: phase 03-z is in phases.yaml but has no script",
+        "r on image i: 03-z needs 99-gone, not a r phase",
+        "r on image i: the needs form a cycle: 01-x -> 20-b -> 10-a -> 01-x",
+        "r on image i: 03-z: 'bad name' is not a systemd unit name",
+    ]
+    assert phases.image_problems(images["j"], table, ["01-w", "10-a", "20-b"]) == [
+        "r on image j: no phase is first: nothing orders the image's phases",
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,10 @@ def test_disk_estimate_counts_each_root_overlay_at_its_root_size(tmp_path: Path)
     check = doctor._disk(make_plan(parse(bigger, "lab.yaml")), tmp_path / "pool", {})
     assert "the lab may use up to 160GiB" in check.detail
     assert "root_size" in check.fix
+
+
+def test_repository_tools_are_checked_for_plain_nodes(monkeypatch) -> None:
+    assert doctor.repo_tools().ok == all(shutil.which(t) for t in doctor.REPO_TOOLS)
+    monkeypatch.setattr(doctor.shutil, "which", lambda tool: None if tool == "gpg" else "/x")
+    check = doctor.repo_tools()
+    assert not check.ok and "gpg missing" in check.detail and "apt-get install gpg" in check.fix

@@ -92,11 +92,11 @@ def launch_for(tmp_path: Path, images: Path, text: str | None = None) -> launche
         seed.parent.mkdir(parents=True, exist_ok=True)
         seed.write_bytes(b"seed of " + node.name.encode())
         seeds[node.name] = seed
-    roles = {n.role for n in plan.nodes}
+    names = {n.image_name for n in plan.nodes}  # a role's image, or the plain one
     return launcher.Launch(
         plan=plan,
         state=state,
-        images={r: find_image("trixie", r, images) for r in roles},
+        images={r: find_image("trixie", r, images) for r in names},
         seeds=seeds,
         accel=TCG,
         pool_dir=tmp_path / "pool",
@@ -394,3 +394,24 @@ def test_tcg_guests_get_a_plain_cpu_model(conn, tmp_path, images):
         assert cpu is not None and cpu.get("mode") == "custom"
         assert cpu.findtext("model") == "qemu64"
         assert not [f for f in cpu.findall("feature") if f.get("name") in ("vmx", "svm")]
+
+
+def test_a_plain_node_boots_the_plain_image_in_its_role(conn, tmp_path):
+    """image: plain: the node's base volumes are the plain image's, its record says so, and a
+    second up neither changes it nor takes those volumes for orphans."""
+    images = make_images(tmp_path / "images", roles=("controller", "plain"))
+    text = TOPOLOGY.read_text().replace("    role: block\n", "    role: block\n    image: plain\n")
+    launch = launch_for(tmp_path, images, text)
+    launcher.up(conn, launch)
+    root = ET.fromstring(conn.lookupByName("stackseed-block1").XMLDesc())
+    assert Path(root.findtext("os/kernel")).name.startswith("base-plain-")
+    record = root.find(f"metadata/{{{METADATA_NS}}}node")
+    assert record.findtext(f"{{{METADATA_NS}}}role") == "block"
+    assert record.findtext(f"{{{METADATA_NS}}}os") == "plain"
+    controller = ET.fromstring(conn.lookupByName("stackseed-controller").XMLDesc())
+    assert controller.find(f"metadata/{{{METADATA_NS}}}node/{{{METADATA_NS}}}os") is None
+    pool = conn.storagePoolLookupByName("stackseed-stackseed")
+    bases = sorted(n for n in pool.listVolumes() if n.startswith("base-"))
+    assert [n.split("-")[1] for n in bases] == ["controller"] * 3 + ["plain"] * 3
+    again = launcher.up(conn, launch)
+    assert again.changes == [] and again.warnings == []

@@ -15,6 +15,7 @@ import libvirt
 from rich.live import Live
 from rich.table import Table
 
+from builder.cli import repo as plain_repo
 from builder.cli.common import Lab, Target, err, lab_lock, out, topology_options
 from builder.errors import PrerequisiteError, StackseedError, UsageError
 from builder.images.contract import ImageInfo, find_disk_image, find_image
@@ -125,6 +126,9 @@ def up(
         chosen = _accel(conn, uri, accel, probe_kernel(images))
         if nat:
             err.print("[yellow]warning:[/yellow] --nat: the management network is routed outside")
+        # Plain nodes: their repository before the seeds (which pin its key), served before
+        # any node starts.
+        plain_repo.serve(lab, plain_repo.prepare(lab, images_dir))
         seeds = write_all_seeds(plan, lab.state, nested_virt=chosen.nested_virt)
         launch = launcher.Launch(
             plan=plan,
@@ -152,13 +156,14 @@ def up(
 
 
 def role_images(plan: Plan, images_dir: Path | None) -> dict[str, ImageInfo]:
-    """Each role's image; with its whole-disk image where a node of the role boots firmware
-    (PrerequisiteError naming 'build-images --role R --format disk' when it is not there)."""
+    """The image of each node, by name (its role's, or "plain"); with its whole-disk image where
+    a node boots firmware (PrerequisiteError naming 'build-images --role R --format disk' when
+    it is not there)."""
     release = plan.topology.lab.release
-    firmware = {n.role for n in plan.nodes if n.boots_firmware}
+    firmware = {n.image_name for n in plan.nodes if n.boots_firmware}
     return {
-        role: (find_disk_image if role in firmware else find_image)(release, role, images_dir)
-        for role in sorted({n.role for n in plan.nodes})
+        name: (find_disk_image if name in firmware else find_image)(release, name, images_dir)
+        for name in sorted({n.image_name for n in plan.nodes})
     }
 
 
@@ -253,6 +258,7 @@ def down(lab: Lab, connect: str | None) -> None:
         conn = open_connection(resolve_uri(connect))
         report = launcher.down(conn, lab.plan.lab, lab.state)
         lab.state.last_verify.unlink(missing_ok=True)  # it spoke of the lab that was
+        plain_repo.stop(lab)
     for change in report.changes:
         out.print(f"  {change}")
     if report.changes:

@@ -43,11 +43,11 @@ def run_checks(plan: Plan, uri: str, pool_dir: Path, images_dir: Path | None) ->
     if kinds:
         checks.append(_ovmf(local, kinds))
     found: dict[str, ImageInfo] = {}
-    for role in sorted({n.role for n in plan.nodes}):
-        # A role with a firmware-booted node needs its whole-disk image too.
+    for role in sorted({n.image_name for n in plan.nodes}):
+        # An image with a firmware-booted node needs its whole-disk image too.
         find = (
             find_disk_image
-            if any(n.boots_firmware and n.role == role for n in plan.nodes)
+            if any(n.boots_firmware and n.image_name == role for n in plan.nodes)
             else find_image
         )
         try:
@@ -68,6 +68,8 @@ def run_checks(plan: Plan, uri: str, pool_dir: Path, images_dir: Path | None) ->
         else:
             found[role] = image
             checks.append(Check(f"image {role}", True, f"{image.directory} (key {image.key[:12]})"))
+    if any(n.plain for n in plan.nodes):
+        checks.append(repo_tools())
     checks.append(_accel(local, found))
     checks.append(_disk(plan, pool_dir, found))
     checks.append(_memory(plan, conn, local))
@@ -113,13 +115,29 @@ def _ovmf(local: bool, kinds: set[str]) -> Check:
     return Check("uefi firmware", True, f"{', '.join(files)} (for the nodes with boot: firmware)")
 
 
+# What making and signing the plain nodes' repository runs on this host (builder/aptrepo.py).
+REPO_TOOLS = ("gpg", "gpg-agent", "gpgconf", "dpkg-deb")
+
+
+def repo_tools() -> Check:
+    missing = [tool for tool in REPO_TOOLS if shutil.which(tool) is None]
+    if missing:
+        return Check(
+            "repository tools",
+            False,
+            f"{', '.join(missing)} missing: the plain nodes' repository is signed with gpg",
+            "apt-get install gpg gpg-agent (bash .ci/setup-host.sh installs them)",
+        )
+    return Check("repository tools", True, f"{', '.join(REPO_TOOLS)} (for the plain nodes)")
+
+
 def _disk(plan: Plan, pool_dir: Path, found: dict[str, ImageInfo]) -> Check:
     need = sum(p.stat().st_size for image in found.values() for p in image.boot_files())
     need += sum(
         image.disk_path.stat().st_size
         for role, image in found.items()
         if image.disk_path is not None
-        and any(n.boots_firmware and n.role == role for n in plan.nodes)
+        and any(n.boots_firmware and n.image_name == role for n in plan.nodes)
     )
     # A root overlay is sparse and takes host disk as the node writes, up to its virtual size
     # (the node's root_size): counted at that, like the sparse extra disks.

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 HARDWARE = ("role", "accel", "image", "memory", "vcpus", "nics", "disks")
 # Recorded only for nodes that differ from the default (kernel boot, virtio NICs), so a default
 # node's record, and its domain XML, are what they were before these existed.
-OPTIONAL_HARDWARE = ("boot", "nic_model")
+OPTIONAL_HARDWARE = ("boot", "nic_model", "os")
 _STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: "no state",
     libvirt.VIR_DOMAIN_RUNNING: "running",
@@ -56,7 +56,15 @@ def spec(plan: Plan, node: PlannedNode, image: ImageInfo, accel: Accel, seed_sha
         record["boot"] = f"firmware {node.firmware} seed={node.seed_bus}"
     if node.nic_model != "virtio":
         record["nic_model"] = node.nic_model
+    if node.plain:
+        # The image is not the role's: its base volumes are named after it (image_name).
+        record["os"] = node.image_name
     return record
+
+
+def image_name(record: dict[str, str]) -> str:
+    """The image a recorded node boots: "plain" for a plain node, else its role's."""
+    return record.get("os") or record.get("role", "")
 
 
 def desired_xml(

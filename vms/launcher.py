@@ -49,7 +49,7 @@ class Launch:
 
     plan: Plan
     state: LabState
-    images: dict[str, ImageInfo]  # by role
+    images: dict[str, ImageInfo]  # by image name: the role's, or "plain"
     seeds: dict[str, Path]  # by node
     accel: Accel
     pool_dir: Path
@@ -70,7 +70,7 @@ def up(
     seed_sha = {name: _sha256(path) for name, path in launch.seeds.items()}
     records = {
         node.name: domains.spec(
-            plan, node, launch.images[node.role], launch.accel, seed_sha[node.name]
+            plan, node, launch.images[node.image_name], launch.accel, seed_sha[node.name]
         )
         for node in plan.nodes
     }
@@ -119,7 +119,7 @@ def up(
                 node,
                 record=records[node.name],
                 accel=launch.accel,
-                cmdline=launch.images[node.role].cmdline,
+                cmdline=launch.images[node.image_name].cmdline,
                 console_log=launch.state.console_log(node.name),
                 **volumes[node.name],
             )
@@ -164,7 +164,7 @@ def _preflight(
     storage.find_pool(conn, plan.lab)  # raises when the name is taken by a foreign pool
     for node in plan.nodes:
         if node.name not in existing:
-            problems += _root_too_small(node, launch.images[node.role])
+            problems += _root_too_small(node, launch.images[node.image_name])
             continue
         have = domains.record_of(existing[node.name])
         changed = domains.differences(have, records[node.name])
@@ -238,25 +238,25 @@ def _ensure_bases(
     fresh: list[PlannedNode],
     report: Report,
 ) -> dict[str, dict[str, str]]:
-    """Per role: paths of the base volumes in the pool (image, kernel and initrd for
-    kernel-booted nodes, the whole-disk image for firmware-booted ones)."""
+    """Per image (a role's, or the plain one): paths of the base volumes in the pool (image,
+    kernel and initrd for kernel-booted nodes, the whole-disk image for firmware-booted ones)."""
     records = [domains.record_of(dom) for dom in existing.values()]
-    in_use = {(rec.get("role"), rec.get("image")) for rec in records}
+    in_use = {(domains.image_name(rec), rec.get("image")) for rec in records}
     bases: dict[str, dict[str, str]] = {}
-    for role in sorted({node.role for node in launch.plan.nodes}):
-        image = launch.images[role]
-        nodes = [n for n in launch.plan.nodes if n.role == role]
+    for name in sorted({node.image_name for node in launch.plan.nodes}):
+        image = launch.images[name]
+        nodes = [n for n in launch.plan.nodes if n.image_name == name]
         paths = {}
         for firmware in sorted({n.boots_firmware for n in nodes}):
             for kind, key, src in _bases_of(image, firmware):
-                name = base_volume(role, key, kind)
-                vol = storage.lookup(pool, name)
-                if vol is not None and (role, key) in in_use:
+                volume = base_volume(name, key, kind)
+                vol = storage.lookup(pool, volume)
+                if vol is not None and (name, key) in in_use:
                     paths[kind] = vol.path()
-                elif any(n.role == role and n.boots_firmware == firmware for n in fresh):
-                    paths[kind] = storage.upload(conn, pool, name, src)
-                    report.did(f"image {role}: {src.name} copied into the pool")
-        bases[role] = paths
+                elif any(n.image_name == name and n.boots_firmware == firmware for n in fresh):
+                    paths[kind] = storage.upload(conn, pool, volume, src)
+                    report.did(f"image {name}: {src.name} copied into the pool")
+        bases[name] = paths
     return bases
 
 
@@ -276,7 +276,7 @@ def _remove_orphan_volumes(
             keep |= {disk_volume(node.name, d.serial) for d in node.disks}
     for rec in map(domains.record_of, existing.values()):
         image = rec.get("image", "")
-        keep |= {base_volume(rec.get("role", ""), image, k) for k in (*KERNEL_KINDS, DISK_KIND)}
+        keep |= {base_volume(domains.image_name(rec), image, k) for k in (*KERNEL_KINDS, DISK_KIND)}
     for name in storage.volume_names(pool):
         if name not in keep:
             storage.delete(pool, name)
@@ -290,8 +290,8 @@ def _node_volumes(
     node: PlannedNode,
     bases: dict[str, dict[str, str]],
 ) -> dict:
-    base = bases[node.role]
-    image = launch.images[node.role]
+    base = bases[node.image_name]
+    image = launch.images[node.image_name]
     if node.boots_firmware:
         assert image.disk_path is not None
         backing, image_file = base[DISK_KIND], image.disk_path

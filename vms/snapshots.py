@@ -267,12 +267,12 @@ def restore(
                 )
             began, target = time.monotonic(), Path(paths[disk.volume])
             copy_sparse(directory / disk.file, target, like=target)
-            image = launch.images[node.role]
+            image = launch.images[node.image_name]
             # A firmware-booted node's overlay sits on the whole-disk image, not the rootfs.
             if node.boots_firmware and image.disk is not None:
-                base = paths.get(base_volume(node.role, image.disk.key, "disk"))
+                base = paths.get(base_volume(node.image_name, image.disk.key, "disk"))
             else:
-                base = paths.get(base_volume(node.role, image.key, "qcow2"))
+                base = paths.get(base_volume(node.image_name, image.key, "qcow2"))
             backing = qcow2_backing(target)
             if backing is not None and base is not None and backing != base:
                 rebase(target, base)

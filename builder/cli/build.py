@@ -17,12 +17,13 @@ from builder.images import build
 from builder.images.contract import RELEASES
 from builder.images.disk import summary
 from builder.paths import ELEMENTS
+from builder.plain import IMAGES
 from builder.roles import ROLES
 
 
 def _built_roles(options: build.Options) -> tuple[str, ...]:
     release_dir = options.images_dir / options.release
-    return tuple(r for r in sorted(ROLES) if (release_dir / r / "image.json").is_file())
+    return tuple(r for r in sorted(IMAGES) if (release_dir / r / "image.json").is_file())
 
 
 @contextmanager
@@ -44,10 +45,13 @@ def _cache_lock(options: build.Options) -> Iterator[None]:
     "--role",
     "roles",
     multiple=True,
-    type=click.Choice(sorted(ROLES)),
-    help="Role image to build (repeatable).",
+    type=click.Choice(sorted(IMAGES)),
+    help="Role image to build (repeatable); 'plain' is Debian with cloud-init and no OpenStack "
+    "package, for nodes with 'image: plain' (their role's packages come on first boot).",
 )
-@click.option("--all", "all_roles", is_flag=True, help="Build every role's image.")
+@click.option(
+    "--all", "all_roles", is_flag=True, help="Build every role's image (not plain: --role plain)."
+)
 @click.option("--release", type=click.Choice(RELEASES), default="trixie", show_default=True)
 @click.option(
     "--output",

@@ -68,6 +68,7 @@ def seed(lab: Lab, node: str | None, all_nodes: bool, output: Path, nested_virt:
 def _register_optional() -> None:
     # The launcher and verify live in other packages; the seed commands work without them.
     for module in (
+        "builder.cli.repo",
         "vms.commands",
         "builder.cli.verify",
         "builder.cli.logs",

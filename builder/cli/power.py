@@ -8,6 +8,7 @@ import time
 import click
 from rich.markup import escape
 
+from builder.cli import repo as plain_repo
 from builder.cli.common import Lab, err, lab_lock, out, timeout_option, topology_options
 from builder.cli.snapshot import wait_for_cloud
 from vms import domains, power
@@ -38,11 +39,16 @@ def _names(lab: Lab, nodes: tuple[str, ...]) -> list[str]:
 )
 def stop(lab: Lab, connect: str | None, nodes: tuple[str, ...], timeout: float) -> None:
     """Shut the lab's nodes (or each NODE) down cleanly by ACPI, the controller last; disks,
-    networks and state stay. 'lab start' starts them again."""
+    networks and state stay (a plain node's repository server stops with the last node).
+    'lab start' starts them again."""
     names = _names(lab, nodes)
     with lab_lock(lab):
         conn = open_connection(resolve_uri(connect))
         report = power.stop(conn, lab.plan, names, timeout=timeout, say=_say)
+        # The repository server goes with the last node ('lab start' serves it again): while
+        # any node runs, a plain one may still be installing from it.
+        if not any(dom.isActive() for dom in domains.owned(conn, lab.plan.lab).values()):
+            plain_repo.stop(lab)
     if report.forced:
         err.print(
             f"[yellow]warning:[/yellow] forced off after {timeout:.0f}s without shutting down: "
@@ -86,6 +92,8 @@ def start(
     # As with 'lab up --wait', the lock covers the changes only, not the wait.
     with lab_lock(lab):
         conn = open_connection(uri)
+        # A plain node whose first boot stopped mid-install resumes it from the repository.
+        plain_repo.resume(lab)
         report = power.start(conn, lab.plan, lab.state, names, say=_say)
     if report.started:
         out.print(f"lab {lab.plan.lab}: {len(report.started)} node(s) started on {uri}")

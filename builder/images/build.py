@@ -20,7 +20,7 @@ from builder.images.contract import IMAGE_JSON, ImageInfo, add_disk, image_dir, 
 from builder.images.key import content_key, dib_version
 from builder.images.progress import ProgressView, relevant_lines
 from builder.paths import ELEMENTS, cache_root
-from builder.roles import ROLES
+from builder.plain import IMAGES
 
 
 @dataclass(frozen=True)
@@ -113,11 +113,11 @@ def plan(options: Options) -> list[Step]:
     version = dib_version()
     steps = []
     for role in options.roles:
-        if role not in ROLES:
+        if role not in IMAGES:
             raise StackseedError(
-                f"unknown role {role!r}", fix=f"use one of: {', '.join(sorted(ROLES))}"
+                f"unknown role {role!r}", fix=f"use one of: {', '.join(sorted(IMAGES))}"
             )
-        element = ROLES[role].element
+        element = IMAGES[role]
         # diskimage-builder always makes the root filesystem; a disk is assembled from it.
         key = content_key(element, role, options.release, "rootfs", options.elements_dir, version)
         directory = image_dir(options.release, role, options.images_dir)

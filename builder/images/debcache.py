@@ -46,7 +46,8 @@ def deb_bytes(cache: Path) -> int:
     return sum(p.stat().st_size for p in deb_files(cache))
 
 
-def _stanza(deb: Path, env: dict[str, str]) -> str:
+def stanza(deb: Path, env: dict[str, str]) -> str:
+    """The deb's Packages entry: its control fields, Filename (beside the index), Size, SHA256."""
     result = subprocess.run(
         ["dpkg-deb", "-f", str(deb)], capture_output=True, text=True, env=env, check=False
     )
@@ -60,6 +61,26 @@ def _stanza(deb: Path, env: dict[str, str]) -> str:
     return f"{control}\nFilename: ./{deb.name}\nSize: {deb.stat().st_size}\nSHA256: {digest}\n"
 
 
+def stanzas(debs: list[Path], memo_path: Path, env: dict[str, str]) -> list[str]:
+    """Each deb's Packages entry, remembered in `memo_path` by name, size and mtime: reading
+    and hashing every .deb again costs minutes on a busy host."""
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    fresh = {}
+    found = []
+    for deb in debs:
+        stat = deb.stat()
+        tag = f"{stat.st_size}:{stat.st_mtime_ns}"
+        entry = memo.get(deb.name)
+        text = entry["stanza"] if entry and entry.get("tag") == tag else stanza(deb, env)
+        fresh[deb.name] = {"tag": tag, "stanza": text}
+        found.append(text)
+    write_private(memo_path, json.dumps(fresh).encode(), mode=0o644)
+    return found
+
+
 def write_index(cache: Path, env: dict[str, str]) -> int:
     """(Re)write `cache/Packages` for every .deb there; returns the number of packages."""
     debs = deb_files(cache)
@@ -68,23 +89,9 @@ def write_index(cache: Path, env: dict[str, str]) -> int:
             f"no cached .debs in {cache}: an offline build has nothing to install from",
             fix="run the same build-images command once without --offline",
         )
-    memo_path = cache / _MEMO
-    try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, ValueError):
-        memo = {}
-    fresh = {}
-    stanzas = []
-    for deb in debs:
-        stat = deb.stat()
-        tag = f"{stat.st_size}:{stat.st_mtime_ns}"
-        entry = memo.get(deb.name)
-        stanza = entry["stanza"] if entry and entry.get("tag") == tag else _stanza(deb, env)
-        fresh[deb.name] = {"tag": tag, "stanza": stanza}
-        stanzas.append(stanza)
-    write_private(cache / INDEX, "\n".join(stanzas).encode(), mode=0o644)
-    write_private(memo_path, json.dumps(fresh).encode(), mode=0o644)
-    return len(stanzas)
+    entries = stanzas(debs, cache / _MEMO, env)
+    write_private(cache / INDEX, "\n".join(entries).encode(), mode=0o644)
+    return len(entries)
 
 
 def newest(cache: Path, package: str, env: dict[str, str]) -> Path | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from builder.cli import repo as plain_repo
 from builder.cli.common import (
     Lab,
     Target,
@@ -121,6 +122,9 @@ def restore_lab(
                 fix=f"'lab snapshot --delete {name}' and take another",
             )
         out.print(f"restoring lab {plan.lab} from snapshot {name} (taken {manifest.taken_at})")
+        # Plain nodes: their repository served before they run again (one restored mid-install
+        # goes on with it, and apt on every one names it).
+        plain_repo.resume(lab, images_dir)
         launch = launcher.Launch(
             plan=plan,
             state=state,

@@ -44,8 +44,8 @@ def accel_of(virt_type: str) -> Accel:
 
 def role_images(lab: Lab, images_dir: Path | None) -> dict[str, ImageInfo | None]:
     found: dict[str, ImageInfo | None] = {}
-    firmware = {n.role for n in lab.plan.nodes if n.boots_firmware}
-    for role in sorted({n.role for n in lab.plan.nodes}):
+    firmware = {n.image_name for n in lab.plan.nodes if n.boots_firmware}
+    for role in sorted({n.image_name for n in lab.plan.nodes}):
         # A role with a firmware-booted node needs its whole-disk image too.
         find = find_disk_image if role in firmware else find_image
         try:

@@ -169,9 +169,10 @@ def _as_made(
         )
     problems = []
     for node in lab.plan.nodes:
-        image = images[node.role]
+        image = images[node.image_name]
         if image is None:
-            problems.append(f"no {node.role} image in the cache (build-images --role {node.role})")
+            name = node.image_name
+            problems.append(f"no {name} image in the cache (build-images --role {name})")
             continue
         want = domains.spec(lab.plan, node, image, accel, seeds[node.name])
         have = records[node.name]
