@@ -158,3 +158,16 @@ def test_the_guard_detection_sees_nesting() -> None:
     assert enclosing_guards(lines, 1) == ["nova"]
     assert enclosing_guards(lines, 3) == ["nova"]
     assert enclosing_guards(lines, 6) == []
+
+
+def test_keystones_log_is_keystones_before_keystone_manage_runs_as_root() -> None:
+    """keystone-manage as root would make /var/log/keystone/keystone.log root's (0600), and
+    keystone's uwsgi would exit at start; db_sync as keystone no longer runs first when the
+    schema is baked, so the script must make the log keystone's before any root call."""
+    lines = (FIRSTBOOT / "controller" / "30-keystone.sh").read_text().splitlines()
+    code = [line.strip() for line in lines if not line.strip().startswith("#")]
+    first_root = next(
+        i for i, line in enumerate(code) if "keystone-manage" in line and "as_user" not in line
+    )
+    owned = [i for i, line in enumerate(code) if line.startswith("chown keystone")]
+    assert owned and owned[0] < first_root, code[first_root]
