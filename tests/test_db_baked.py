@@ -11,15 +11,12 @@ MariaDB in a scratch directory. Only the services' management commands are stand
 from __future__ import annotations
 
 import contextlib
-import importlib.machinery
-import importlib.util
 import json
 import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -27,6 +24,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from support.scripts import load_script
 
 from builder.images.key import closure
 from builder.paths import ELEMENTS, TEMPLATES
@@ -58,13 +56,7 @@ PACKAGES = {
 
 
 def load_dbstate() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader("stackseed_dbstate", str(DBSTATE))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[loader.name] = module  # dataclasses look their module up there
-    loader.exec_module(module)
-    return module
+    return load_script("stackseed_dbstate", DBSTATE)
 
 
 dbstate = load_dbstate()

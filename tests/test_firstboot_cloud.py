@@ -9,8 +9,6 @@ keystone token endpoint.
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import ipaddress
 import json
 import os
@@ -21,6 +19,7 @@ from types import ModuleType
 
 import pytest
 from conftest import DEFAULT
+from support.scripts import load_script
 
 from builder.loader import load
 from builder.paths import TEMPLATES
@@ -37,12 +36,7 @@ SECRETS = {
 
 
 def load_cloud() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader("stackseed_cloud", str(CLOUD))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    return load_script("stackseed_cloud", CLOUD)
 
 
 cloud = load_cloud()

@@ -7,8 +7,6 @@ OpenStack runs in the fast suite). The e2e chain runs the same phase against the
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 import os
 import shutil
@@ -18,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from support.scripts import load_script
 
 from builder.joins import join_facts
 from builder.paths import TEMPLATES
@@ -28,14 +27,7 @@ SECRET = "5ec12e7c0ffee5ec12e7c0ffee5ec12e"
 
 
 def load_joined() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader(
-        "stackseed_joined", str(FIRSTBOOT / "stackseed-joined")
-    )
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    return load_script("stackseed_joined", FIRSTBOOT / "stackseed-joined")
 
 
 joined = load_joined()

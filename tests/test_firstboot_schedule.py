@@ -5,17 +5,15 @@ in a scratch root and each phase notes when it started and ended."""
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from support.scripts import load_script
 
 from builder.phase_log import phase_times
 from builder.phases import table_for
@@ -53,13 +51,7 @@ def overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
 
 
 def load_runner() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader("stackseed_firstboot", str(RUNNER))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[loader.name] = module  # dataclasses look their module up there
-    loader.exec_module(module)
-    return module
+    return load_script("stackseed_firstboot", RUNNER)
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ systemctl, a stand-in stackseed-joined and real probes against local listeners."
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 import os
 import socket
@@ -16,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from support.scripts import load_script
 
 from builder import phases
 from builder.plain import IMAGE as PLAIN_IMAGE
@@ -27,13 +26,7 @@ WALKER = FIRSTBOOT / "stackseed-services"
 
 
 def load_walker() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader("stackseed_services", str(WALKER))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[loader.name] = module
-    loader.exec_module(module)
-    return module
+    return load_script("stackseed_services", WALKER)
 
 
 walker = load_walker()
