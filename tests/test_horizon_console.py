@@ -150,3 +150,24 @@ def test_a_cancelled_modal_is_forgiven() -> None:
 def test_modal_cancel_rule_stays_narrow(source: str, message: str) -> None:
     entry = Entry("project images", "SEVERE", source, message)
     assert severe([entry]) == [entry]
+
+
+ROW_GONE = (
+    "http://10.0.0.11/horizon/project/instances/?action=row_update&table=instances&obj_id="
+    "4c0821c1-0de7-4559-af86-aeca1f36d323 - Failed to load resource: the server responded with "
+    "a status of 404 (Not Found)"
+)
+
+
+def test_a_deleted_servers_row_update_404_is_forgiven_only_after_the_delete() -> None:
+    after = Entry("project instances after delete", "SEVERE", "network", ROW_GONE)
+    assert severe([after]) == []
+    elsewhere = Entry("project instances", "SEVERE", "network", ROW_GONE)
+    assert severe([elsewhere]) == [elsewhere]
+    other_table = Entry(
+        "project instances after delete",
+        "SEVERE",
+        "network",
+        ROW_GONE.replace("instances&", "volumes&"),
+    )
+    assert severe([other_table]) == [other_table]
