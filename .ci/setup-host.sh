@@ -18,8 +18,9 @@ APT_PACKAGES=(
   gpg gpg-agent
   # seeds and their independent readers
   xorriso genisoimage libarchive-tools
-  # tests: shell lint, INI edits as first boot does them
-  shellcheck crudini jq curl
+  # tests: shell lint, INI edits as first boot does them; node runs the controller image's
+  # Horizon scripts (AngularJS shim, pie chart guard) in tests/test_horizon_compat.py
+  shellcheck crudini jq curl nodejs
   # tests: the controller image's database bake against a real MariaDB (no service is started)
   mariadb-server-core mariadb-client-core
   # what trixie's cloud-init (unpacked by the schema tests, run by Debian's python3) imports
