@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from builder.cli.snapshot.listing import listing, snapshots_cmd
+from builder.cli.snapshot.listing import snapshots_cmd
 from builder.cli.snapshot.restore import restore_cmd, restore_lab
 from builder.cli.snapshot.shared import wait_for_cloud
 from builder.cli.snapshot.take import snapshot
@@ -23,4 +23,4 @@ def register(group: click.Group) -> None:
         group.add_command(command)
 
 
-__all__ = ["listing", "register", "restore_lab", "wait_for_cloud"]
+__all__ = ["register", "restore_lab", "wait_for_cloud"]
