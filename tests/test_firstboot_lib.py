@@ -203,3 +203,67 @@ def test_uwsgi_rpc_heartbeat_adds_the_override_once_and_refuses_a_missing_file(
     result = bash(scratch, f'uwsgi_rpc_heartbeat "{scratch}/missing.ini"')
     assert result.returncode != 0
     assert "missing.ini is missing" in result.stderr
+
+
+# A stand-in systemctl (systemd cannot run here): notes each call; `restart` fails when any unit
+# it names is listed in $root/broken, and `is-active` answers from $root/active.
+FAKE_SYSTEMCTL = """#!/bin/bash
+root=$(dirname "$0")
+echo "$*" >>"$root/systemctl.log"
+case "$1" in
+restart)
+    shift
+    for unit in "$@"; do
+        if grep -qx "$unit" "$root/broken" 2>/dev/null; then
+            echo "Job for $unit.service failed." >&2
+            exit 1
+        fi
+        echo "$unit" >>"$root/active"
+    done
+    ;;
+is-active)
+    [ "$2" = --quiet ] && shift
+    grep -qx "$2" "$root/active" 2>/dev/null
+    ;;
+esac
+"""
+
+
+def with_systemctl(root: Path, broken: tuple[str, ...] = ()) -> Path:
+    bin_dir = root / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "systemctl"
+    fake.write_text(FAKE_SYSTEMCTL)
+    fake.chmod(0o755)
+    (bin_dir / "broken").write_text("".join(f"{unit}\n" for unit in broken))
+    # A table that owns every unit below, so svc_start enables none of them.
+    table = root / "usr/local/lib/stackseed/phases.json"
+    table.parent.mkdir(parents=True)
+    table.write_text(json.dumps({"phases": {"42-x": {"units": ["a", "b", "c"]}}}))
+    return bin_dir
+
+
+def test_svc_start_starts_a_phases_units_in_one_job(scratch: Path) -> None:
+    """One systemd job for the units together: one after another, a phase paid the sum of their
+    start-ups (a minute or more each under TCG)."""
+    bin_dir = with_systemctl(scratch)
+
+    result = bash(scratch, f'PATH="{bin_dir}:$PATH"\nsvc_start a b c')
+
+    assert result.returncode == 0, result.stderr
+    calls = (bin_dir / "systemctl.log").read_text().splitlines()
+    assert [c for c in calls if c.startswith("restart")] == ["restart a b c"]
+    assert calls[0] == "daemon-reload"  # the start timeout drop-in, written in the scratch root
+    dropin = scratch / "etc/systemd/system/service.d/60-stackseed-timeout.conf"
+    assert "TimeoutStartSec=900" in dropin.read_text()
+    assert not [c for c in calls if c.startswith("enable")]
+
+
+def test_svc_start_names_the_unit_that_did_not_start(scratch: Path) -> None:
+    bin_dir = with_systemctl(scratch, broken=("b",))
+
+    result = bash(scratch, f'PATH="{bin_dir}:$PATH"\nsvc_start a b c\necho after')
+
+    assert result.returncode == 1
+    assert "service b did not start: see journalctl -u b" in result.stderr
+    assert "after" not in result.stdout

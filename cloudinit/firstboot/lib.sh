@@ -231,7 +231,7 @@ svc_start() {
     # past systemd's 90 s start timeout; a timed-out start is killed and started again. One
     # drop-in for every service: each reload costs ~20 s here, so the node pays for one.
     # It covers stackseed-firstboot.service too, which user-data exempts with a later drop-in.
-    local dropin=/etc/systemd/system/service.d/60-stackseed-timeout.conf
+    local dropin=$STACKSEED_ROOT/etc/systemd/system/service.d/60-stackseed-timeout.conf
     if [ ! -e "$dropin" ]; then
         mkdir -p "${dropin%/*}"
         printf '[Service]\nTimeoutStartSec=900\n' >"$dropin"
@@ -251,8 +251,16 @@ svc_start() {
                 log "warning: $unit is not enabled for later boots (systemctl enable $unit)"
         done
     fi
+    # One job for them all: systemd starts the units side by side, and a notify unit's start
+    # lasts its whole import and connect (a minute or more under TCG), so one after another a
+    # phase paid their sum. A failed job names no unit: the first one not active is the culprit.
+    if ! systemctl restart "$@"; then
+        for unit in "$@"; do
+            systemctl is-active --quiet "$unit" ||
+                fail "service $unit did not start: see journalctl -u $unit"
+        done
+    fi
     for unit in "$@"; do
-        systemctl restart "$unit" || fail "service $unit did not start: see journalctl -u $unit"
         wait_for "service $unit active" 120 systemctl is-active --quiet "$unit"
     done
 }
