@@ -267,3 +267,24 @@ def test_svc_start_names_the_unit_that_did_not_start(scratch: Path) -> None:
     assert result.returncode == 1
     assert "service b did not start: see journalctl -u b" in result.stderr
     assert "after" not in result.stdout
+
+
+def test_uwsgi_processes_one_where_threads_serve_two_where_a_process_serves_one_request(
+    scratch: Path,
+) -> None:
+    threaded = scratch / "keystone-uwsgi.ini"
+    threaded.write_text("[uwsgi]\nprocesses = 16\nthreads = 32\nlisten = 100\n")
+    single = scratch / "nova-api-uwsgi.ini"
+    single.write_text("[uwsgi]\nprocesses = 16\nthreads = 1\n")
+    unsaid = scratch / "glance-api-uwsgi.ini"
+    unsaid.write_text("[uwsgi]\nprocesses = 8\n")
+
+    for _ in range(2):  # idempotent
+        result = bash(
+            scratch, f'uwsgi_processes "{threaded}" "{single}" "{unsaid}" "{scratch}/no.ini"'
+        )
+        assert result.returncode == 0, result.stderr
+
+    assert threaded.read_text() == "[uwsgi]\nprocesses = 1\nthreads = 32\nlisten = 100\n"
+    assert single.read_text() == "[uwsgi]\nprocesses = 2\nthreads = 1\n"
+    assert unsaid.read_text() == "[uwsgi]\nprocesses = 2\n"

@@ -401,13 +401,18 @@ need_secrets() {
     done
 }
 
-# uwsgi_processes <n> <ini...>: Debian's uwsgi apps start 8-16 processes each, far too many for
-# a lab controller under TCG; every process imports the whole service.
+# uwsgi_processes <ini...>: Debian's uwsgi apps start 8-16 processes each, and under TCG every
+# process imports the whole service (keystone's second one cost ~55 s of CPU on first boot, and
+# again on every later boot). One process where the app serves requests on threads (`threads`
+# above 1: keystone, placement, cinder-api, nova's metadata API); two where a process serves one
+# request at a time (nova-api, glance-api, neutron-api), so one slow call does not hold the API.
 uwsgi_processes() {
-    local n=$1 file
-    shift
+    local file threads n
     for file in "$@"; do
         [ -e "$file" ] || continue
+        threads=$(sed -n -E 's/^threads[[:space:]]*=[[:space:]]*([0-9]+).*/\1/p' "$file" | tail -n 1)
+        n=2
+        [ "${threads:-1}" -le 1 ] || n=1
         sed -i -E "s/^processes[[:space:]]*=.*/processes = $n/" "$file"
     done
 }
