@@ -128,7 +128,7 @@ def test_user_data_content(tmp_path: Path) -> None:
 
 # Drop-ins apply in file-name order whatever their directory: the exemption must sort last.
 GLOBAL_DROPIN = re.search(
-    r"dropin=/etc/systemd/system/service\.d/(\S+\.conf)",
+    r"dropin=\$STACKSEED_ROOT/etc/systemd/system/service\.d/(\S+\.conf)",
     (REPO / "cloudinit" / "firstboot" / "lib.sh").read_text(),
 ).group(1)  # type: ignore[union-attr]
 

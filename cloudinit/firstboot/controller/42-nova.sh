@@ -3,7 +3,7 @@ set -eu -o pipefail
 # shellcheck source-path=SCRIPTDIR/.. source=lib.sh
 . "${STACKSEED_LIB:-/usr/local/lib/stackseed/lib.sh}"
 
-# Nova on the controller: API (and metadata API), conductor, scheduler, noVNC proxy; cell0 and
+# Nova on the controller: configuration for all of it; API, conductor, scheduler; cell0 and
 # cell1 (baked into the image with their databases, unless the packages changed since); the
 # scheduler discovers new computes by itself, so nobody runs discover_hosts.
 need_secrets db_nova rabbit_password svc_nova svc_placement svc_neutron metadata_secret
@@ -69,6 +69,7 @@ if ! db_baked nova; then
     as_user nova nova-manage cell_v2 list_cells
 fi
 
-# Conductor first: computes take nova-api answering as the sign that RPC has a peer.
-svc_start nova-conductor nova-scheduler nova-api nova-api-metadata nova-novncproxy
+# Computes take nova-api answering as the sign that RPC has a peer: the conductor starts with
+# it. The metadata API and noVNC proxy start in 46-nova-proxies.
+svc_start nova-conductor nova-scheduler nova-api
 wait_for "nova-api on $ctl:8774" "$SERVICE_TIMEOUT" probe_http "http://$ctl:8774/" 200 300
