@@ -288,3 +288,36 @@ def test_uwsgi_processes_one_where_threads_serve_two_where_a_process_serves_one_
     assert threaded.read_text() == "[uwsgi]\nprocesses = 1\nthreads = 32\nlisten = 100\n"
     assert single.read_text() == "[uwsgi]\nprocesses = 2\nthreads = 1\n"
     assert unsaid.read_text() == "[uwsgi]\nprocesses = 2\n"
+
+
+def test_fernet_keys_make_a_repository_keystone_reads_and_keep_it(scratch: Path) -> None:
+    """As keystone-manage fernet_setup leaves it (keys 0 and 1, 0600 in a 0700 directory), without
+    importing keystone; a second run changes nothing, an interrupted one is completed."""
+    import base64
+    import grp
+    import pwd
+    import stat
+
+    owner = f"{pwd.getpwuid(os.getuid()).pw_name}:{grp.getgrgid(os.getgid()).gr_name}"
+    repo = scratch / "etc/keystone/fernet-keys"
+
+    result = bash(scratch, f'fernet_keys "{repo}" {owner}')
+
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in repo.iterdir()) == ["0", "1"]
+    assert stat.S_IMODE(repo.stat().st_mode) == 0o700
+    keys = {}
+    for path in repo.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        keys[path.name] = path.read_text()
+        assert len(base64.urlsafe_b64decode(keys[path.name])) == 32
+        assert keys[path.name] not in result.stdout + result.stderr
+    assert keys["0"] != keys["1"]
+    fernet = pytest.importorskip("cryptography.fernet")
+    for key in keys.values():  # keystone hands each key to cryptography's Fernet
+        assert fernet.Fernet(key).decrypt(fernet.Fernet(key).encrypt(b"x")) == b"x"
+
+    (repo / "0").unlink()
+    assert bash(scratch, f'fernet_keys "{repo}" {owner}').returncode == 0
+    assert (repo / "1").read_text() == keys["1"]
+    assert len(base64.urlsafe_b64decode((repo / "0").read_text())) == 32

@@ -202,6 +202,22 @@ write_private() {
     mv -f "$tmp" "$file"
 }
 
+# fernet_keys <dir> <owner:group>: a key repository as keystone-manage's fernet_setup (and
+# credential_setup) leaves it: key 1 (primary) and key 0 (staged), each 32 random bytes in
+# URL-safe base64, readable by the owner alone. Keys already there are kept. Written here, not by
+# keystone-manage: each of its runs imports keystone, half a minute of CPU under TCG in the
+# phase every other one waits for.
+fernet_keys() {
+    local dir=$1 owner=$2 n
+    install -d -o "${owner%:*}" -g "${owner#*:}" -m 0700 "$dir"
+    for n in 1 0; do
+        [ -s "$dir/$n" ] && continue
+        # printf is a builtin: the key is on no command line.
+        printf '%s' "$(head -c 32 /dev/urandom | basenc --base64url)" |
+            write_private "$dir/$n" "$owner" 0600
+    done
+}
+
 # line_once <file> <line>: appends the line unless it is there already.
 line_once() {
     grep -qxF -- "$2" "$1" 2>/dev/null || printf '%s\n' "$2" >>"$1"
