@@ -1,0 +1,207 @@
+"""A verified lab brought back after a power cut, a node's reboot or a pause, timed per node.
+
+Run as root against a running, verified lab (issue 17):
+    python bench/bench_power.py --cut | --reboot NODE | --stop-start [--topology FILE]
+        [--section NAME] [--no-verify]
+--cut destroys every domain of the lab and stops its networks at once (`virsh`, as a host
+reboot or a power failure leaves them), then runs `lab up --wait`; --reboot runs `lab reboot
+NODE` then `lab up --wait`; --stop-start runs `lab stop` then `lab start --wait`. For each node
+it prints the seconds from the command to its `services=all status=ready` marker (its later
+boot's walk done), what the walk logged per phase (/var/log/stackseed/services.log: only the
+walker's own "up after" lines, which carry no secret), whether a first-boot phase ran again,
+then the time of `lab verify`; and replaces that section of docs/benchmarks.md.
+Uses $STACKSEED_STATE_DIR like the `lab` commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.bench_cluster import DEFAULT_TOPOLOGY, lab
+from bench.report import write_section
+from builder.loader import load
+from builder.state import LabState
+
+URI = "qemu:///system"
+READY = "services=all status=ready"
+FIRST_BOOT_START = re.compile(r"STACKSEED node=\S+ phase=(?!firstboot )\S+ status=start")
+WALK_LINE = re.compile(
+    r"^\[(\d\d-[\w-]+|all)\] (?:==== \S+ services )?(up|late|ready)(?:: [^\n]*?)? after (\d+)s"
+)
+WALK_START = "services (every phase) start"
+
+
+def virsh(*args: str) -> str:
+    return subprocess.run(
+        ["virsh", "-c", URI, *args], capture_output=True, text=True, check=False
+    ).stdout
+
+
+def cut(prefix: str) -> None:
+    """Every domain and network of the lab off at once, as after a host's power failure."""
+    for dom in virsh("list", "--name").split():
+        if dom.startswith(prefix):
+            virsh("destroy", dom)
+    for net in virsh("net-list", "--name").split():
+        if net.startswith(prefix):
+            virsh("net-destroy", net)
+
+
+class Watch:
+    """Seconds from the start of the command to each node's walk done, read from its console
+    log after `offsets` (a log emptied by the domain's restart is read from its beginning)."""
+
+    def __init__(self, state: LabState, nodes: list[str]) -> None:
+        self.state = state
+        self.offsets = {node: self._size(node) for node in nodes}
+        self.ready: dict[str, float] = {}
+        self.first_boot_again: set[str] = set()
+        self.started = time.monotonic()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _size(self, node: str) -> int:
+        path = self.state.console_log(node)
+        return path.stat().st_size if path.exists() else 0
+
+    def this_boot(self, node: str) -> str:
+        path = self.state.console_log(node)
+        data = path.read_bytes() if path.exists() else b""
+        if len(data) < self.offsets[node]:  # emptied by the domain's restart: all of it is new
+            self.offsets[node] = 0
+        return data[self.offsets[node] :].decode(errors="replace")
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            for node in self.offsets:
+                if node in self.ready:
+                    continue
+                text = self.this_boot(node)
+                if FIRST_BOOT_START.search(text):
+                    self.first_boot_again.add(node)
+                if f"node={node} {READY}" in text:
+                    self.ready[node] = time.monotonic() - self.started
+            self.stop.wait(2)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def walk(topology: Path, node: str) -> list[tuple[str, str, int]]:
+    """(phase, up|late, seconds it took) of the node's last walk, then ("all", ready|late, the
+    whole walk), from its services.log."""
+    got = lab(
+        [
+            "ssh",
+            "--topology",
+            str(topology),
+            node,
+            "sudo",
+            "cat",
+            "/var/log/stackseed/services.log",
+        ],
+        topology,
+        capture_output=True,
+    )
+    return walk_rows(got.stdout)
+
+
+def walk_rows(log: str) -> list[tuple[str, str, int]]:
+    lines = log.splitlines()
+    starts = [i for i, line in enumerate(lines) if WALK_START in line]
+    rows = []
+    for line in lines[starts[-1] if starts else 0 :]:
+        if match := WALK_LINE.match(line.strip()):
+            rows.append((match[1], match[2], int(match[3])))
+    return rows
+
+
+def timed(args: list[str], topology: Path) -> tuple[float, int]:
+    started = time.monotonic()
+    done = lab(args, topology)
+    return time.monotonic() - started, done.returncode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--topology", type=Path, default=DEFAULT_TOPOLOGY)
+    kind = parser.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--cut", action="store_true", help="every domain destroyed at once")
+    kind.add_argument("--reboot", metavar="NODE", help="lab reboot NODE")
+    kind.add_argument("--stop-start", action="store_true", help="lab stop, then lab start")
+    parser.add_argument("--timeout", type=int, default=3600)
+    parser.add_argument("--no-verify", action="store_true", help="skip lab verify afterwards")
+    parser.add_argument("--section", default=None, help="docs/benchmarks.md section")
+    args = parser.parse_args()
+    topology = load(args.topology)
+    name = topology.lab.name
+    nodes = sorted(node.name for node in topology.nodes)
+    state = LabState.for_lab(name)
+    wait = ["--wait", "--timeout", str(args.timeout)]
+
+    watch = Watch(state, nodes)
+    steps: list[tuple[str, float, int]] = []
+    if args.cut:
+        what = "every domain destroyed and the lab's networks stopped at once, then `lab up`"
+        cut(f"{name}-")
+        steps.append(("`lab up --wait`", *timed(["up", *wait], args.topology)))
+    elif args.reboot:
+        what = f"`lab reboot {args.reboot}`, then `lab up --wait`"
+        steps.append(
+            (f"`lab reboot {args.reboot}`", *timed(["reboot", args.reboot], args.topology))
+        )
+        steps.append(("`lab up --wait`", *timed(["up", *wait], args.topology)))
+    else:
+        what = "`lab stop` (ACPI, the controller last), then `lab start --wait`"
+        steps.append(("`lab stop`", *timed(["stop"], args.topology)))
+        steps.append(("`lab start --wait`", *timed(["start", *wait], args.topology)))
+    total = time.monotonic() - watch.started
+    watch.close()
+    if not args.no_verify:
+        steps.append(("`lab verify`", *timed(["verify"], args.topology)))
+
+    lines = [
+        f"## Back from a restart: {what} (bench/bench_power.py)",
+        "",
+        f"Topology `{args.topology.name}`, verified before. Ready: the node's "
+        f"`{READY}` marker (stackseed-services done, the node counted in by the controller), "
+        "seconds from the first command.",
+        "",
+        "| step | seconds | exit |",
+        "|---|---:|---:|",
+        *(f"| {step} | {seconds:.0f} | {rc} |" for step, seconds, rc in steps),
+        f"| from the first command to the last node ready | {total:.0f} | |",
+        "",
+        "| node | ready (s) | first-boot phase ran again |",
+        "|---|---:|---|",
+    ]
+    for node in nodes:
+        ready = watch.ready.get(node)
+        again = "yes" if node in watch.first_boot_again else "no"
+        lines.append(f"| {node} | {f'{ready:.0f}' if ready else 'not ready'} | {again} |")
+    lines += ["", "| node | walk: phase | took (s) |", "|---|---|---:|"]
+    for node in nodes:
+        for phase, status, seconds in walk(args.topology, node):
+            shown = "the whole walk" if phase == "all" else phase
+            late = " (late)" if status == "late" else ""
+            lines.append(f"| {node} | {shown} | {seconds}{late} |")
+    print("\n".join(lines))
+    kind_name = "cut" if args.cut else f"reboot-{args.reboot}" if args.reboot else "stop-start"
+    write_section(args.section or f"power-{kind_name}", "\n".join(lines))
+    failed = [step for step, _, rc in steps if rc]
+    if failed or len(watch.ready) < len(nodes) or watch.first_boot_again:
+        raise SystemExit(f"not back cleanly: {', '.join(failed) or 'see the tables above'}")
+
+
+if __name__ == "__main__":
+    main()
