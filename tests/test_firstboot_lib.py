@@ -225,6 +225,19 @@ is-active)
     [ "$2" = --quiet ] && shift
     grep -qx "$2" "$root/active" 2>/dev/null
     ;;
+show)
+    # As systemd prints them: its own order of properties, a block per unit.
+    shift 2
+    [ "$1" = -- ] && shift
+    first=1
+    for unit in "$@"; do
+        [ $first = 1 ] || echo
+        first=0
+        echo "NRestarts=$(cat "$root/restarts-$unit" 2>/dev/null || echo 0)"
+        echo "Id=$unit.service"
+        echo "ActiveState=$(cat "$root/state-$unit" 2>/dev/null || echo active)"
+    done
+    ;;
 esac
 """
 
@@ -321,3 +334,37 @@ def test_fernet_keys_make_a_repository_keystone_reads_and_keep_it(scratch: Path)
     assert bash(scratch, f'fernet_keys "{repo}" {owner}').returncode == 0
     assert (repo / "1").read_text() == keys["1"]
     assert len(base64.urlsafe_b64decode((repo / "0").read_text())) == 32
+
+
+@pytest.mark.parametrize(
+    ("state", "restarts", "says"),
+    [("failed", 0, "b failed"), ("activating", 3, "b restarted 3 times")],
+)
+def test_a_wait_gives_up_at_once_when_a_unit_the_phase_started_failed_or_loops(
+    scratch: Path, state: str, restarts: int, says: str
+) -> None:
+    """keystone's uwsgi exiting at once cost a phase its whole 900 s wait for /v3."""
+    bin_dir = with_systemctl(scratch)
+    script = (
+        f'PATH="{bin_dir}:$PATH"\n'
+        "svc_start a b\n"
+        f"echo {state} >{bin_dir}/state-b\n"
+        f"echo {restarts} >{bin_dir}/restarts-b\n"
+        'wait_for "b on its port" 600 false\n'
+    )
+    began = time.monotonic()
+
+    result = bash(scratch, script)
+
+    assert result.returncode == 1
+    assert time.monotonic() - began < 30
+    assert f"ERROR: {says} while waiting for b on its port: see journalctl -u b" in result.stderr
+
+
+def test_a_wait_without_started_units_or_with_healthy_ones_waits_its_time(scratch: Path) -> None:
+    bin_dir = with_systemctl(scratch)
+    (bin_dir / "restarts-a").write_text("2\n")  # one hiccup is not a loop
+    for setup in ("", "svc_start a b\n"):
+        result = bash(scratch, f'PATH="{bin_dir}:$PATH"\n{setup}wait_for "x" 2 false')
+        assert result.returncode == 1
+        assert "timed out after 2s waiting for x" in result.stderr

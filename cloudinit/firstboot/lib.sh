@@ -71,8 +71,13 @@ SERVICE_TIMEOUT=900
 # phases ran (the controller answers by then; a starved nova-compute loads for minutes).
 JOIN_TIMEOUT=${STACKSEED_JOIN_TIMEOUT:-1200}
 
+# The units this phase started (svc_start): a wait gives up as soon as one of them has failed or
+# keeps restarting, naming it, instead of spinning to its timeout (keystone's uwsgi exiting at
+# once cost a phase 900 s of "waiting for keystone /v3").
+STACKSEED_STARTED=()
+
 wait_for() {
-    local what=$1 timeout=$2 delay=1 start now
+    local what=$1 timeout=$2 delay=1 start now why
     shift 2
     start=$(date +%s)
     log "waiting for $what (up to ${timeout}s)"
@@ -80,6 +85,9 @@ wait_for() {
         if "$@" >/dev/null 2>&1; then
             log "$what is ready after $(($(date +%s) - start))s"
             return 0
+        fi
+        if why=$(unit_gave_up); then
+            fail "$why while waiting for $what: see journalctl -u ${why%% *}"
         fi
         now=$(date +%s)
         if [ $((now - start)) -ge "$timeout" ]; then
@@ -93,6 +101,28 @@ wait_for() {
         delay=$((delay * 2))
         [ "$delay" -le 15 ] || delay=15
     done
+}
+
+# unit_gave_up: prints "<unit> failed" or "<unit> restarted N times" for the first unit this
+# phase started that is in either state (3 restarts: a crash loop, not one hiccup); false if none.
+unit_gave_up() {
+    [ "${#STACKSEED_STARTED[@]}" -gt 0 ] || return 1
+    # One systemctl for them all: a block of Id=, ActiveState=, NRestarts= lines per unit, in
+    # systemd's order of properties, blocks apart by an empty line.
+    systemctl show --property=Id,ActiveState,NRestarts -- "${STACKSEED_STARTED[@]}" 2>/dev/null |
+        awk 'BEGIN { RS = ""; FS = "\n" }
+            {
+                unit = ""; state = ""; n = 0
+                for (i = 1; i <= NF; i++) {
+                    eq = index($i, "="); key = substr($i, 1, eq - 1); value = substr($i, eq + 1)
+                    if (key == "Id") { unit = value; sub(/\.service$/, "", unit) }
+                    else if (key == "ActiveState") state = value
+                    else if (key == "NRestarts") n = value + 0
+                }
+                if (state == "failed") { print unit " failed"; found = 1; exit }
+                if (n >= 3) { print unit " restarted " n " times"; found = 1; exit }
+            }
+            END { exit !found }'
 }
 
 # --- readiness probes: each returns 0 when the dependency answers -------------------------
@@ -276,6 +306,7 @@ svc_start() {
                 fail "service $unit did not start: see journalctl -u $unit"
         done
     fi
+    STACKSEED_STARTED+=("$@")
     for unit in "$@"; do
         wait_for "service $unit active" 120 systemctl is-active --quiet "$unit"
     done
