@@ -282,7 +282,7 @@ def test_svc_start_names_the_unit_that_did_not_start(scratch: Path) -> None:
     assert "after" not in result.stdout
 
 
-def test_uwsgi_processes_one_where_threads_serve_two_where_a_process_serves_one_request(
+def test_uwsgi_app_one_process_where_threads_serve_and_every_response_closes(
     scratch: Path,
 ) -> None:
     threaded = scratch / "keystone-uwsgi.ini"
@@ -293,14 +293,13 @@ def test_uwsgi_processes_one_where_threads_serve_two_where_a_process_serves_one_
     unsaid.write_text("[uwsgi]\nprocesses = 8\n")
 
     for _ in range(2):  # idempotent
-        result = bash(
-            scratch, f'uwsgi_processes "{threaded}" "{single}" "{unsaid}" "{scratch}/no.ini"'
-        )
+        result = bash(scratch, f'uwsgi_app "{threaded}" "{single}" "{unsaid}" "{scratch}/no.ini"')
         assert result.returncode == 0, result.stderr
 
-    assert threaded.read_text() == "[uwsgi]\nprocesses = 1\nthreads = 32\nlisten = 100\n"
-    assert single.read_text() == "[uwsgi]\nprocesses = 2\nthreads = 1\n"
-    assert unsaid.read_text() == "[uwsgi]\nprocesses = 2\n"
+    close = "add-header = Connection: close\n"
+    assert threaded.read_text() == f"[uwsgi]\nprocesses = 1\nthreads = 32\nlisten = 100\n{close}"
+    assert single.read_text() == f"[uwsgi]\nprocesses = 2\nthreads = 1\n{close}"
+    assert unsaid.read_text() == f"[uwsgi]\nprocesses = 2\n{close}"
 
 
 def test_fernet_keys_make_a_repository_keystone_reads_and_keep_it(scratch: Path) -> None:

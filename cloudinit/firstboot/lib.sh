@@ -448,12 +448,17 @@ need_secrets() {
     done
 }
 
-# uwsgi_processes <ini...>: Debian's uwsgi apps start 8-16 processes each, and under TCG every
-# process imports the whole service (keystone's second one cost ~55 s of CPU on first boot, and
-# again on every later boot). One process where the app serves requests on threads (`threads`
-# above 1: keystone, placement, cinder-api, nova's metadata API); two where a process serves one
-# request at a time (nova-api, glance-api, neutron-api), so one slow call does not hold the API.
-uwsgi_processes() {
+# uwsgi_app <ini...>: Debian's uwsgi API apps made fit for a lab controller under TCG.
+# - Processes: Debian starts 8-16 each, and every process imports the whole service (keystone's
+#   second one cost ~55 s of CPU on first boot, and again on every later boot). One process where
+#   the app serves requests on threads (`threads` above 1: keystone, placement, cinder-api, nova's
+#   metadata API); two where a process serves one request at a time (nova-api, glance-api,
+#   neutron-api), so one slow call does not hold the API.
+# - "Connection: close" on every response, as Debian's neutron-api already sends: uwsgi's
+#   http-socket closes the connection after each response but answers HTTP/1.1 without saying
+#   so, and a client that reuses the connection (openstacksdk after a 204) meets a closed socket:
+#   `lab verify` lost its server cleanup to nova-api's "Connection reset by peer".
+uwsgi_app() {
     local file threads n
     for file in "$@"; do
         [ -e "$file" ] || continue
@@ -461,6 +466,7 @@ uwsgi_processes() {
         n=2
         [ "${threads:-1}" -le 1 ] || n=1
         sed -i -E "s/^processes[[:space:]]*=.*/processes = $n/" "$file"
+        line_once "$file" "add-header = Connection: close"
     done
 }
 

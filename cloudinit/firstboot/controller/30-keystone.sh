@@ -25,7 +25,7 @@ backend = oslo_cache.memcache_pool
 memcache_servers = $ctl:11211
 INI
 conf_private keystone /etc/keystone/keystone.conf
-uwsgi_processes /etc/keystone/keystone-uwsgi.ini
+uwsgi_app /etc/keystone/keystone-uwsgi.ini
 
 # keystone-manage bootstrap runs as root below and would create keystone's log as root, mode
 # 0600; uwsgi, running as keystone, could then not open it and would exit at once. db_sync as keystone used to make the file first; with the schema baked

@@ -21,7 +21,7 @@ filesystem_store_datadir = /var/lib/glance/images/
 INI
 keystone_authtoken /etc/glance/glance-api.conf glance svc_glance
 conf_private glance /etc/glance/glance-api.conf
-uwsgi_processes /etc/glance/glance-api-uwsgi.ini
+uwsgi_app /etc/glance/glance-api-uwsgi.ini
 install -d -o glance -g glance -m 0750 /var/lib/glance/images
 
 if ! db_baked glance; then

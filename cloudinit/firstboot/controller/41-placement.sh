@@ -15,7 +15,7 @@ auth_strategy = keystone
 INI
 keystone_authtoken /etc/placement/placement.conf placement svc_placement
 conf_private placement /etc/placement/placement.conf
-uwsgi_processes /etc/placement/placement-api-uwsgi.ini
+uwsgi_app /etc/placement/placement-api-uwsgi.ini
 
 if ! db_baked placement; then
     as_user placement placement-manage db sync

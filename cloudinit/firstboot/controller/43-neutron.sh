@@ -57,7 +57,7 @@ metadata_proxy_shared_secret = $(secret metadata_secret)
 metadata_workers = 1
 INI
 conf_private neutron /etc/neutron/metadata_agent.ini /etc/neutron/l3_agent.ini /etc/neutron/dhcp_agent.ini
-uwsgi_processes /etc/neutron/neutron-api-uwsgi.ini
+uwsgi_app /etc/neutron/neutron-api-uwsgi.ini
 uwsgi_rpc_heartbeat /etc/neutron/neutron-api-uwsgi.ini
 install -d -o neutron -g neutron -m 0750 /var/lib/neutron/tmp
 
