@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -171,3 +172,37 @@ def test_keystones_log_is_keystones_before_keystone_manage_runs_as_root() -> Non
     )
     owned = [i for i, line in enumerate(code) if line.startswith("chown keystone")]
     assert owned and owned[0] < first_root, code[first_root]
+
+
+# lib.sh's probes and how many words each takes after its name (None: one or more). A probe runs
+# inside wait_for with its output to /dev/null: one called with a word missing trips `set -u`,
+# which ends the phase at once and without a word (46-nova-proxies did, with "host:port").
+PROBE_ARITY = {
+    "probe_tcp": 2,
+    "probe_http": None,
+    "probe_rabbit": 0,
+    "probe_mysql": 3,
+    "probe_admin_token": 0,
+}
+
+
+def test_lib_probes_are_the_ones_the_arity_table_knows() -> None:
+    lib = (FIRSTBOOT / "lib.sh").read_text()
+    assert set(re.findall(r"^(probe_\w+)\(\)", lib, re.M)) == set(PROBE_ARITY)
+
+
+@pytest.mark.parametrize("path", sorted(FIRSTBOOT.glob("*/*.sh")), ids=lambda p: p.name)
+def test_every_probe_a_phase_waits_on_gets_its_arguments(path: Path) -> None:
+    text = path.read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        words = shlex.split(line.split(" #")[0], comments=True) if "wait_for" in line else []
+        if not words or words[0] != "wait_for" or len(words) < 4:
+            continue
+        probe, args = words[3], words[4:]
+        if probe not in PROBE_ARITY:
+            continue
+        want = PROBE_ARITY[probe]
+        if want is None:
+            assert args, f"{path.name}: {probe} needs an argument: {line.strip()}"
+        else:
+            assert len(args) == want, f"{path.name}: {probe} takes {want}: {line.strip()}"

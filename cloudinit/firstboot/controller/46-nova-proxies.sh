@@ -8,4 +8,4 @@ set -eu -o pipefail
 # apart from 42-nova they do not hold up nova-api, which every compute and day zero wait for.
 ctl=$(fact node.ip)
 svc_start nova-api-metadata nova-novncproxy
-wait_for "nova metadata API on $ctl:8775" "$SERVICE_TIMEOUT" probe_tcp "$ctl:8775"
+wait_for "nova metadata API on $ctl:8775" "$SERVICE_TIMEOUT" probe_tcp "$ctl" 8775
