@@ -8,4 +8,6 @@ set -eu -o pipefail
 # apart from 42-nova they do not hold up nova-api, which every compute and day zero wait for.
 ctl=$(fact node.ip)
 svc_start nova-api-metadata nova-novncproxy
-wait_for "nova metadata API on $ctl:8775" "$SERVICE_TIMEOUT" probe_tcp "$ctl" 8775
+# HTTP, not the port: uwsgi's master binds it before its worker has imported nova (the port
+# answered 20 s into the phase, the API minutes later).
+wait_for "nova metadata API on $ctl:8775" "$SERVICE_TIMEOUT" probe_http "http://$ctl:8775/" 200
