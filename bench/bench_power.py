@@ -29,6 +29,7 @@ from bench.bench_cluster import DEFAULT_TOPOLOGY, lab
 from bench.report import write_section
 from builder.loader import load
 from builder.state import LabState
+from vms.boots import note_path, read_note
 
 URI = "qemu:///system"
 READY = "services=all status=ready"
@@ -65,6 +66,7 @@ class Watch:
         self.ready: dict[str, float] = {}
         self.first_boot_again: set[str] = set()
         self.started = time.monotonic()
+        self.wall_start = time.time()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -76,7 +78,17 @@ class Watch:
     def this_boot(self, node: str) -> str:
         path = self.state.console_log(node)
         data = path.read_bytes() if path.exists() else b""
-        if len(data) < self.offsets[node]:  # emptied by the domain's restart: all of it is new
+        # A domain started again by `lab up`/`lab start` has its log emptied, and the launcher
+        # notes where the new boot begins (console/<node>.start.json): that note, once written
+        # since the command, wins. A boot that outgrew the old log before a poll saw it emptied
+        # left the controller "not ready" here once. Without a new note (a reboot by the guest
+        # itself) the log carries on past the size it had at the command.
+        note = note_path(self.state, node)
+        if note.exists() and note.stat().st_mtime >= self.wall_start:
+            noted = read_note(self.state, node)
+            if noted is not None:
+                self.offsets[node] = noted.offset
+        elif len(data) < self.offsets[node]:
             self.offsets[node] = 0
         return data[self.offsets[node] :].decode(errors="replace")
 

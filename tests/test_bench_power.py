@@ -64,3 +64,20 @@ def test_watch_reads_each_nodes_boot_since_the_command(tmp_path: Path) -> None:
         watch.close()
     assert set(watch.ready) == {"a", "b"}
     assert watch.first_boot_again == {"b"}
+
+
+def test_watch_follows_the_launchers_start_note_when_the_new_boot_outgrew_the_old_log(
+    tmp_path: Path,
+) -> None:
+    state = LabState(tmp_path / "lab")
+    _console(state, "c", "old boot\nSTACKSEED node=c services=all status=ready\n")
+    watch = bench_power.Watch(state, ["c"])
+    try:
+        # Restarted: emptied, then longer than before, before any poll saw it short.
+        _console(state, "c", "STACKSEED node=c services=all status=ready\n" + "x" * 5000)
+        note = state.console_log("c").with_name("c.start.json")
+        note.write_text('{"offset": 0, "firstboot": "done"}\n')
+        _until(lambda: "c" in watch.ready)
+    finally:
+        watch.close()
+    assert "c" in watch.ready
