@@ -58,7 +58,7 @@ def cut(prefix: str) -> None:
 
 class Watch:
     """Seconds from the start of the command to each node's walk done, read from its console
-    log after `offsets` (a log emptied by the domain's restart is read from its beginning)."""
+    log: what the launcher's start note says is this boot, else what came after `offsets`."""
 
     def __init__(self, state: LabState, nodes: list[str]) -> None:
         self.state = state
@@ -67,6 +67,7 @@ class Watch:
         self.first_boot_again: set[str] = set()
         self.started = time.monotonic()
         self.wall_start = time.time()
+        self.noted: set[str] = set()  # nodes whose start note since the command was read
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -78,18 +79,15 @@ class Watch:
     def this_boot(self, node: str) -> str:
         path = self.state.console_log(node)
         data = path.read_bytes() if path.exists() else b""
-        # A domain started again by `lab up`/`lab start` has its log emptied, and the launcher
-        # notes where the new boot begins (console/<node>.start.json): that note, once written
-        # since the command, wins. A boot that outgrew the old log before a poll saw it emptied
-        # left the controller "not ready" here once. Without a new note (a reboot by the guest
-        # itself) the log carries on past the size it had at the command.
-        note = note_path(self.state, node)
-        if note.exists() and note.stat().st_mtime >= self.wall_start:
-            noted = read_note(self.state, node)
-            if noted is not None:
+        # A domain started again (`lab up`, `lab start`) has its log emptied, and the launcher
+        # notes where the new boot begins: read once that note is newer than the command. A
+        # guest's own reboot writes none; its log carries on past its size at the command.
+        if node not in self.noted:
+            note = note_path(self.state, node)
+            fresh = note.exists() and note.stat().st_mtime >= self.wall_start
+            if fresh and (noted := read_note(self.state, node)) is not None:
                 self.offsets[node] = noted.offset
-        elif len(data) < self.offsets[node]:
-            self.offsets[node] = 0
+                self.noted.add(node)
         return data[self.offsets[node] :].decode(errors="replace")
 
     def _run(self) -> None:

@@ -33,6 +33,9 @@ def test_walk_rows_read_the_last_walk_only() -> None:
     assert bench_power.walk_rows(done)[-1] == ("all", "ready", 950)
 
 
+NOTE = '{"offset": 0, "firstboot": "done"}\n'  # what the launcher notes on a restart
+
+
 def _console(state: LabState, node: str, text: str, mode: str = "w") -> None:
     path = state.console_log(node)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,6 +62,7 @@ def test_watch_reads_each_nodes_boot_since_the_command(tmp_path: Path) -> None:
         assert watch.ready == {}
         _console(state, "a", "Linux version\n" + old.format(n="a"), "a")  # rebooted: appended
         _console(state, "b", "STACKSEED node=b phase=42-nova status=start\n" + old.format(n="b"))
+        state.console_log("b").with_name("b.start.json").write_text(NOTE)  # `lab up` restarted it
         _until(lambda: len(watch.ready) == 2)
     finally:
         watch.close()
@@ -75,8 +79,7 @@ def test_watch_follows_the_launchers_start_note_when_the_new_boot_outgrew_the_ol
     try:
         # Restarted: emptied, then longer than before, before any poll saw it short.
         _console(state, "c", "STACKSEED node=c services=all status=ready\n" + "x" * 5000)
-        note = state.console_log("c").with_name("c.start.json")
-        note.write_text('{"offset": 0, "firstboot": "done"}\n')
+        state.console_log("c").with_name("c.start.json").write_text(NOTE)
         _until(lambda: "c" in watch.ready)
     finally:
         watch.close()

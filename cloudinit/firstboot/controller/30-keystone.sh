@@ -28,8 +28,9 @@ conf_private keystone /etc/keystone/keystone.conf
 uwsgi_app /etc/keystone/keystone-uwsgi.ini
 
 # keystone-manage bootstrap runs as root below and would create keystone's log as root, mode
-# 0600; uwsgi, running as keystone, could then not open it and would exit at once. db_sync as keystone used to make the file first; with the schema baked
-# in the image it does not run, so the log is made here, as keystone's, unless it exists.
+# 0600; uwsgi, running as keystone, could then not open it and would exit at once. db_sync as
+# keystone used to make the file first; with the schema baked in the image it does not run, so
+# the log is made here, as keystone's, unless it exists.
 log=/var/log/keystone/keystone.log
 [ -e "$log" ] || install -o keystone -g adm -m 0640 /dev/null "$log"
 chown keystone "$log"
