@@ -139,6 +139,15 @@ def test_day_zero_makes_flavors_networks_router_rules_and_the_test_image(
     assert (kernel.disk_format, initrd.disk_format, test.disk_format) == ("aki", "ari", "raw")
     assert (test.kernel_id, test.ramdisk_id) == (kernel.id, initrd.id)
     assert test.size == 1024 * 1024 and test.visibility == "public"
+    assert not hasattr(test, "os_admin_user")  # parts without a login: none claimed
+
+
+def test_day_zero_names_the_test_images_login(facts: dict, parts: Path) -> None:
+    (parts / "ssh-user").write_text("root\n")
+    conn = FakeConnection()
+    cloud.day_zero(conn, facts, parts)
+    test = next(i for i in conn.image.images if i.name == "stackseed-test")
+    assert test.os_admin_user == "root"
 
 
 def test_day_zero_again_creates_nothing_and_replaces_a_half_made_image(

@@ -210,7 +210,9 @@ def test_backends_from_cinder_volume_hosts() -> None:
     assert backends_from_hosts(["block1"]) == ()
 
 
-def fake_conn(*, image: bool = True, extensions_fail: bool = False) -> SimpleNamespace:
+def fake_conn(
+    *, image: bool = True, extensions_fail: bool = False, login: str | None = "root"
+) -> SimpleNamespace:
     """The slice of an openstacksdk connection discover() reads, as plain objects."""
 
     def items(*things):
@@ -239,7 +241,9 @@ def fake_conn(*, image: bool = True, extensions_fail: bool = False) -> SimpleNam
 
     return SimpleNamespace(
         image=SimpleNamespace(
-            find_image=lambda name: SimpleNamespace(id="img-1") if image else None
+            find_image=lambda name: (
+                SimpleNamespace(id="img-1", os_admin_user=login) if image else None
+            )
         ),
         compute=SimpleNamespace(flavors=items(*flavors), **vars(versions((2, 1), (2, 96)))),
         network=SimpleNamespace(
@@ -276,6 +280,19 @@ def test_discover_reads_day_zero_content_and_service_facts(plan) -> None:
     assert got.volume_extensions == ()  # could not be read: tempest's default (all)
     assert got.volume_backends == ("lvm",) and got.volume_backup is False
     assert discover(fake_conn(extensions_fail=True), plan).network_extensions == ()
+    assert got.ssh_user == "root"
+    assert discover(fake_conn(login=None), plan).ssh_user == ""
+
+
+def test_validation_follows_the_test_images_login(plan, tmp_path: Path) -> None:
+    with_login = parsed(render(build_config(plan, found(ssh_user="debian"), ADMIN, tmp_path)))
+    validation = with_login["validation"]
+    assert validation["run_validation"] == "true"
+    assert (validation["image_ssh_user"], validation["auth_method"]) == ("debian", "keypair")
+    assert validation["connect_method"] == "floating"  # the host reaches floating IPs only
+    assert int(validation["ssh_timeout"]) >= 900
+    without = parsed(render(build_config(plan, found(ssh_user=""), ADMIN, tmp_path)))
+    assert without["validation"]["run_validation"] == "false"
 
 
 def test_discover_names_missing_day_zero_content(plan) -> None:

@@ -71,6 +71,7 @@ class Discovered:
     storage_protocol: str = "iSCSI"
     vendor_name: str = "Open Source"
     volume_backup: bool = False  # a cinder-backup service is registered
+    ssh_user: str = ""  # the test image's os_admin_user: "" when it has no SSH login
 
 
 def volume_catalog_type(catalog: frozenset[str]) -> str:
@@ -237,13 +238,15 @@ def build_config(
     }
 
     conf["validation"] = {
-        # The test image has no SSH server (it only boots, takes a DHCP lease and answers
-        # ping), so tempest cannot log in to check a guest from inside.
-        "run_validation": "false",
+        # tempest logs in to its servers over a floating IP with the key pair it made (the test
+        # image's dropbear takes the key from the metadata service). A test image without a
+        # login (no os_admin_user: a controller image older than its SSH server) cannot be
+        # checked from inside, so validation is off and the tests that need it skip.
+        "run_validation": _bool(bool(found.ssh_user)),
         "connect_method": "floating",
         "auth_method": "keypair",
-        "image_ssh_user": "root",
-        "image_alt_ssh_user": "root",
+        "image_ssh_user": found.ssh_user or "root",
+        "image_alt_ssh_user": found.ssh_user or "root",
         "ping_timeout": str(timeout),
         "connect_timeout": "120",
         "ssh_timeout": str(timeout),

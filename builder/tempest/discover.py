@@ -116,7 +116,16 @@ def discover(conn: Any, plan: Plan) -> Discovered:
         storage_protocol=str(first_pool.get("storage_protocol") or "iSCSI"),
         vendor_name=str(first_pool.get("vendor_name") or "Open Source"),
         volume_backup=any(b == "cinder-backup" for b, _ in cinder),
+        ssh_user=image_login(image),
     )
+
+
+def image_login(image: Any) -> str:
+    """The user an image's SSH server lets in (Glance's os_admin_user), "" when none."""
+    user = getattr(image, "os_admin_user", None) or (getattr(image, "properties", None) or {}).get(
+        "os_admin_user"
+    )
+    return str(user or "")
 
 
 def admin_credentials(conn: Any, password: str) -> AdminCredentials:
