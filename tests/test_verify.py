@@ -342,3 +342,27 @@ def test_last_error_reads_the_newest_failed_event() -> None:
     assert verify.last_error(
         [{"action": "a", "message": "m", "events": [{"result": "Error"}]}]
     ) == ("a/None on None: m")
+
+
+def test_a_cloud_that_drops_the_sweep_is_a_failing_row_not_a_crash(plan, monkeypatch) -> None:
+    # A controller rebooting under `lab verify`: the first call (the sweep of earlier leftovers)
+    # gets its connection reset. Stand-ins for the SDK connection and the checks, named so.
+    class DroppedConnection:
+        closed = False
+
+        def __init__(self) -> None:
+            self.network = SimpleNamespace(ips=self.reset)
+
+        def reset(self):
+            raise ConnectionResetError(104, "Connection reset by peer")
+
+        def close(self) -> None:
+            self.closed = True
+
+    conn = DroppedConnection()
+    monkeypatch.setattr(verify, "connect", lambda clouds_yaml, cloud: (conn, "pw"))
+    monkeypatch.setattr(verify, "checks", lambda deep: [("token", lambda ctx: "issued")])
+    rows = verify.verify(plan, Path("clouds.yaml"))
+    assert [(r.name, r.ok) for r in rows] == [("leftovers", False), ("token", True)]
+    assert "Connection reset by peer" in rows[0].detail and "lab status" in rows[0].detail
+    assert conn.closed

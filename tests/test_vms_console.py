@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vms.console import LogReader, scan, tail
+from vms.console import LogReader, scan, tail, wait_for_new_boot
 
 BOOT = """\
 [    0.000000] Linux version 6.12.38+deb13-amd64 (debian-kernel@lists.debian.org)
@@ -281,3 +281,33 @@ def test_the_start_note_knows_a_walk_means_first_boot_was_done():
     later = boots.progress_for(boots.StartNote(0, "done"))
     assert later.later and not later.reached("ready")
     assert not boots.progress_for(boots.StartNote(0, "unknown")).later
+
+
+def test_after_a_reboot_request_the_old_boots_ready_does_not_count(tmp_path: Path) -> None:
+    log = tmp_path / "controller.log"
+    log.write_text(
+        "[    0.000000] Linux version 6.12.0 (debian)\n"
+        "STACKSEED node=controller services=all status=start\n"
+        "STACKSEED node=controller services=all status=ready\n"
+    )
+    assert scan(log.read_text()).boots == 1
+    now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
+    def shutting_down(seconds: float) -> None:  # the guest stops its services meanwhile
+        now[0] += seconds
+
+    assert wait_for_new_boot(log, 1, 30, clock=clock, sleep=shutting_down) is None
+
+    def new_kernel_at_12s(seconds: float) -> None:
+        now[0] += seconds
+        if now[0] == 12:
+            with log.open("a") as handle:
+                handle.write("reboot: Restarting system\n[    0.000000] Linux version 6.12.0\n")
+
+    now[0] = 0.0
+    assert wait_for_new_boot(log, 1, 30, clock=clock, sleep=new_kernel_at_12s) == 12
+    progress = scan(log.read_text())
+    assert progress.boots == 2 and not progress.reached("ready")

@@ -25,9 +25,12 @@ from vms import doctor as doctor_mod
 from vms import domains, launcher, ssh, watch
 from vms.accel import Accel, choose, probe_kernel
 from vms.connect import is_local, is_test_driver, open_connection, resolve_uri
-from vms.console import Progress, follow
+from vms.console import Progress, follow, read_progress, wait_for_new_boot
 from vms.firmware import check_installed
 from vms.storage import default_pool_dir
+
+# An ACPI reboot stops every service first: under TCG a controller takes a minute or two.
+REBOOT_TIMEOUT = 300.0
 
 
 def connect_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -321,8 +324,11 @@ def console(lab: Lab, connect: str | None, node: str, follow_log: bool, lines: i
 @click.argument("node")
 @click.option("--hard", is_flag=True, help="Reset at once (a power cut), not an ACPI reboot.")
 def reboot(lab: Lab, connect: str | None, node: str, hard: bool) -> None:
-    """Reboot NODE's VM; an unfinished first boot resumes where it stopped."""
+    """Reboot NODE's VM and wait for its new boot to begin; an unfinished first boot resumes
+    where it stopped. `lab up --wait` afterwards waits for it to be ready again."""
     _known(lab, node)
+    console_log = lab.state.console_log(node)
+    boots_before = read_progress(console_log).boots
     with lab_lock(lab):
         dom = domains.owned(open_connection(resolve_uri(connect)), lab.plan.lab).get(node)
         if dom is None or not dom.isActive():
@@ -335,6 +341,16 @@ def reboot(lab: Lab, connect: str | None, node: str, hard: bool) -> None:
         else:
             dom.reboot(0)
     out.print(f"{node}: {'reset' if hard else 'reboot requested (ACPI)'}")
+    if not console_log.exists():
+        return  # nothing to read the new boot from (a test driver's domain)
+    took = wait_for_new_boot(console_log, boots_before, REBOOT_TIMEOUT)
+    if took is None:
+        raise StackseedError(
+            f"{node} did not begin a new boot within {REBOOT_TIMEOUT:.0f} s of the reboot "
+            f"request (its console log {console_log} shows no new kernel)",
+            fix=f"look at 'lab console {node}'; 'lab reboot {node} --hard' resets it at once",
+        )
+    out.print(f"{node}: new boot began after {took:.0f} s; 'lab up --wait' waits for it")
 
 
 @click.command("ssh", context_settings={"ignore_unknown_options": True})

@@ -204,6 +204,29 @@ def read_progress(path: Path) -> Progress:
         return Progress()
 
 
+def wait_for_new_boot(
+    path: Path,
+    boots_before: int,
+    timeout: float,
+    *,
+    poll: float = 1.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> float | None:
+    """Seconds until the console log shows a kernel boot past `boots_before`, None on timeout.
+
+    A rebooted node's log still ends with its last boot's markers (the serial log outlives the
+    reboot) until the guest has shut down and the new kernel prints: whoever waits for it to
+    be ready must first see that new boot, or it reads the old boot's `ready`."""
+    started = clock()
+    while True:
+        if read_progress(path).boots > boots_before:
+            return clock() - started
+        if clock() - started >= timeout:
+            return None
+        sleep(poll)
+
+
 def tail(path: Path, lines: int = 20) -> list[str]:
     try:
         with path.open(errors="replace") as handle:
