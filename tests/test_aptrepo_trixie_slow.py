@@ -12,54 +12,33 @@ image and .deb cache (`build-images --role compute`); skipped, saying which, wit
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.mounted_image import mounted_rootfs
+from support.mounted_image import run as _run
 
 from builder import aptrepo
-from builder.errors import StackseedError
-from builder.images.contract import find_image
 from builder.paths import cache_root
 from builder.plain import KEYRING_PATH, SOURCE_PATH, source_text
 
 pytestmark = pytest.mark.slow
 
 
-def _run(*argv: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (loop mount, chroot)")
-    try:
-        image = find_image("trixie", "compute")
-    except StackseedError as exc:
-        pytest.skip(f"needs the trixie compute image: {exc}")
-    work = tmp_path_factory.mktemp("trixie-root")
-    raw, mnt = work / "root.raw", work / "mnt"
-    converted = _run("qemu-img", "convert", "-O", "raw", str(image.rootfs_path), str(raw))
-    assert converted.returncode == 0, converted.stderr
-    mnt.mkdir()
-    mounted = _run("mount", "-o", "loop", str(raw), str(mnt))
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot loop-mount the image here: {mounted.stderr.strip()}")
-    binds = []
-    try:
-        for special in ("proc", "dev"):
-            assert _run("mount", "--bind", f"/{special}", str(mnt / special)).returncode == 0
-            binds.append(mnt / special)
-        yield mnt
-    finally:
-        for path in reversed(binds):
-            _run("umount", str(path))
-        _run("umount", str(mnt))
-        raw.unlink(missing_ok=True)
+    with mounted_rootfs("trixie", "compute", tmp_path_factory.mktemp("trixie-root")) as mnt:
+        binds = []
+        try:
+            for special in ("proc", "dev"):
+                assert _run("mount", "--bind", f"/{special}", str(mnt / special)).returncode == 0
+                binds.append(mnt / special)
+            yield mnt
+        finally:
+            for path in reversed(binds):
+                _run("umount", str(path))
 
 
 def _repository(root: Path, tmp_path: Path) -> Path:

@@ -13,7 +13,6 @@ Needs root (loop mount) and the trixie controller image (`build-images --role co
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -25,18 +24,13 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-
-from builder.errors import StackseedError
-from builder.images.contract import find_image
+from support.mounted_image import mounted_rootfs
+from support.mounted_image import run as _run
 
 pytestmark = pytest.mark.slow
 
 BOOT_TIMEOUT = 240  # seconds: the image boots in ~10 s under TCG; the host may be busy
 HOSTNAME = "vm-under-test"
-
-
-def _run(*argv: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def _free_port() -> int:
@@ -48,29 +42,13 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """vmlinuz, initrd.img and ssh-user as the controller image carries them."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root (loop mount)")
     for tool in ("qemu-system-x86_64", "qemu-img", "ssh", "ssh-keygen"):
         if shutil.which(tool) is None:
             pytest.skip(f"needs {tool}")
-    try:
-        image = find_image("trixie", "controller")
-    except StackseedError as exc:
-        pytest.skip(f"needs the trixie controller image: {exc}")
     work = tmp_path_factory.mktemp("testimage")
-    raw, mnt, out = work / "root.raw", work / "mnt", work / "parts"
-    converted = _run("qemu-img", "convert", "-O", "raw", str(image.rootfs_path), str(raw))
-    assert converted.returncode == 0, converted.stderr
-    mnt.mkdir()
-    mounted = _run("mount", "-o", "loop,ro", str(raw), str(mnt))
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot loop-mount the image here: {mounted.stderr.strip()}")
-    try:
-        shutil.copytree(mnt / "usr/share/stackseed/testimage", out)
-    finally:
-        _run("umount", str(mnt))
-        raw.unlink(missing_ok=True)
-    return out
+    with mounted_rootfs("trixie", "controller", work, readonly=True) as mnt:
+        shutil.copytree(mnt / "usr/share/stackseed/testimage", work / "parts")
+    return work / "parts"
 
 
 class Metadata(BaseHTTPRequestHandler):
