@@ -219,8 +219,10 @@ def wait_for_new_boot(
     reboot) until the guest has shut down and the new kernel prints: whoever waits for it to
     be ready must first see that new boot, or it reads the old boot's `ready`."""
     started = clock()
+    reader, boots = LogReader(path), 0  # read once, then only what the log gains
     while True:
-        if read_progress(path).boots > boots_before:
+        boots += sum(1 for line in reader.new_lines() if KERNEL.search(line))
+        if boots > boots_before:
             return clock() - started
         if clock() - started >= timeout:
             return None
