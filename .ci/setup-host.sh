@@ -23,6 +23,8 @@ APT_PACKAGES=(
   shellcheck crudini jq curl nodejs
   # tests: the controller image's database bake against a real MariaDB (no service is started)
   mariadb-server-core mariadb-client-core
+  # tests: two-worker API apps under Debian's uwsgi (tests/test_firstboot_workers.py)
+  uwsgi-core uwsgi-plugin-python3
   # what trixie's cloud-init (unpacked by the schema tests, run by Debian's python3) imports
   python3-configobj python3-jinja2 python3-jsonpatch python3-jsonschema python3-netifaces
   python3-oauthlib python3-requests python3-serial python3-yaml

@@ -150,6 +150,7 @@ def render_node(
         "library": (FIRSTBOOT / "lib.sh").read_text(),
         "joined": (FIRSTBOOT / "stackseed-joined").read_text(),
         "cloud": (FIRSTBOOT / "stackseed-cloud").read_text(),
+        "workers": (FIRSTBOOT / "stackseed-workers").read_text(),
         "phases": node_phases(node),
         "phase_table": json.dumps(
             table_for(node.role, node.image_name).as_json(plan.topology.lab.neutron_backend),

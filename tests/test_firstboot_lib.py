@@ -288,7 +288,7 @@ def test_uwsgi_app_one_process_where_threads_serve_and_every_response_closes(
     threaded = scratch / "keystone-uwsgi.ini"
     threaded.write_text("[uwsgi]\nprocesses = 16\nthreads = 32\nlisten = 100\n")
     single = scratch / "nova-api-uwsgi.ini"
-    single.write_text("[uwsgi]\nprocesses = 16\nthreads = 1\n")
+    single.write_text("[uwsgi]\nprocesses = 16\nthreads = 1\nname = nova-api\nuid = nova\n")
     unsaid = scratch / "glance-api-uwsgi.ini"
     unsaid.write_text("[uwsgi]\nprocesses = 8\n")
 
@@ -298,7 +298,15 @@ def test_uwsgi_app_one_process_where_threads_serve_and_every_response_closes(
 
     close = "add-header = Connection: close\n"
     assert threaded.read_text() == f"[uwsgi]\nprocesses = 1\nthreads = 32\nlisten = 100\n{close}"
-    assert single.read_text() == f"[uwsgi]\nprocesses = 2\nthreads = 1\n{close}"
+    fifo = "/var/lib/nova/uwsgi-nova-api.fifo"
+    assert single.read_text() == (
+        f"[uwsgi]\nprocesses = 2\nthreads = 1\nname = nova-api\nuid = nova\n{close}"
+        "cheaper-algo = manual\ncheaper = 1\ncheaper-initial = 1\n"
+        f"master-fifo = {fifo}\n"
+        "hook-accepting1-once = exec:[ ! -e /run/stackseed/services-ready ]"
+        f" || printf + >{fifo} || :\n"
+    )
+    # Without a user to own the FIFO, both workers from the start, as before.
     assert unsaid.read_text() == f"[uwsgi]\nprocesses = 2\n{close}"
 
 

@@ -175,3 +175,28 @@ def test_a_second_runner_does_not_interleave(root: Root) -> None:
     log = root.log.read_text()
     assert "another stackseed-firstboot is running" in log
     assert log.count("phase=10-slow start") == 1
+
+
+def test_first_boot_done_flags_the_services_ready_and_asks_for_the_second_workers(
+    root: Root,
+) -> None:
+    root.phase("10-a.sh", "echo hi")
+    workers = root.lib_dir / "stackseed-workers"
+    workers.write_text(
+        '#!/bin/sh\necho "$STACKSEED_ROOT" > "$STACKSEED_ROOT/asked"\necho "nova-api: asked"\n'
+    )
+    workers.chmod(0o755)
+
+    assert root.run().returncode == 0
+
+    flag = root.base / "run/stackseed/services-ready"
+    assert stat.S_IMODE(flag.stat().st_mode) == 0o644
+    assert stat.S_IMODE(flag.parent.stat().st_mode) == 0o755
+    assert (root.base / "asked").read_text().strip() == str(root.base)
+    assert "nova-api: asked" in root.log.read_text()
+
+
+def test_a_failed_first_boot_does_not_flag_the_services_ready(root: Root) -> None:
+    root.phase("10-bad.sh", 'fail "no"')
+    assert root.run().returncode != 0
+    assert not (root.base / "run/stackseed").exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -304,6 +305,11 @@ def test_units_start_in_the_tables_order_each_once_what_it_needs_answers(node: N
     # The host reads this boot as a later one, ready once the walk says so.
     progress = scan(node.console.read_text())
     assert progress.later and progress.reached("ready") and progress.phase == "ready"
+    # Then the services may know it: the flag they read, world-readable on tmpfs.
+    flag = node.base / "run/stackseed/services-ready"
+    assert stat.S_IMODE(flag.stat().st_mode) == 0o644
+    assert stat.S_IMODE(flag.parent.stat().st_mode) == 0o755
+    assert "services ready (" in node.services_log
 
 
 def test_a_phases_units_start_together_and_its_then_units_after_all_of_them(node: Node) -> None:
@@ -351,6 +357,8 @@ def test_a_phase_that_does_not_answer_is_late_and_its_dependants_start_anyway(no
     progress = scan(node.console.read_text())
     assert progress.failed == "STACKSEED node=node7 services=all status=fail"
     assert progress.late == ["10-db"]
+    # A late walk is still over: the second workers come now, not never.
+    assert (node.base / "run/stackseed/services-ready").exists()
 
 
 def test_no_more_phases_start_at_once_than_parallel(node: Node) -> None:
@@ -391,6 +399,8 @@ def test_stamped_walks_only_finished_phases_quietly_and_never_fails(node: Node) 
     )
     result = node.walk("--stamped", STACKSEED_SERVICE_TIMEOUT="1")
     assert result.returncode == 0
+    # Only part of the services: first boot goes on, and says when it is done.
+    assert not (node.base / "run/stackseed/services-ready").exists()
     assert [c for c in node.calls() if c.startswith("start ")] == ["start db"]
     assert node.console_lines() == [
         "STACKSEED node=node7 services=10-db status=start",

@@ -191,7 +191,15 @@ def test_later_boots_walk_the_services_without_holding_the_boot(
         assert _unit_value(unit, "Type") == "notify"
         assert _unit_value(unit, "NotifyAccess") == "main"
         assert _unit_value(unit, "WantedBy") == "multi-user.target"
-        assert "network-online.target" in _unit_value(unit, "After")
+        # After the network is configured, not online: 10-base waits for the address itself.
+        assert _unit_value(unit, "After") == "network.target"
+        assert not [
+            line
+            for line in unit.splitlines()
+            if line.startswith(("Wants=", "Requires=")) and "network-online" in line
+        ]
+        # The second workers' helper is there for the walk's end.
+        assert written["/usr/local/lib/stackseed/stackseed-workers"]["permissions"] == "0755"
         # Nothing orders itself before the walk's end: no Before= on anything that waits.
         assert "Before=" not in unit and "RemainAfterExit" not in unit
         # Each phase's units in the seed's table are named for the lab's neutron backend.

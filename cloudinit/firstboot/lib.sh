@@ -15,6 +15,10 @@ STACKSEED_NODE_JSON=${STACKSEED_NODE_JSON:-$STACKSEED_ROOT/etc/stackseed/node.js
 STACKSEED_SECRETS_JSON=${STACKSEED_SECRETS_JSON:-$STACKSEED_ROOT/etc/stackseed/secrets.json}
 STACKSEED_PHASE=${STACKSEED_PHASE:-manual}
 export STACKSEED_NODE_JSON STACKSEED_SECRETS_JSON
+# Present once this boot's services are all up (first boot done, or the later boot's walk):
+# written by stackseed-firstboot and stackseed-services, read by services themselves (tmpfs:
+# gone at the next boot). Not under STACKSEED_ROOT: a service reads it, not a test harness.
+SERVICES_READY=/run/stackseed/services-ready
 
 log() {
     printf '[%s] %s\n' "$STACKSEED_PHASE" "$*"
@@ -454,12 +458,18 @@ need_secrets() {
 #   the app serves requests on threads (`threads` above 1: keystone, placement, cinder-api, nova's
 #   metadata API); two where a process serves one request at a time (nova-api, glance-api,
 #   neutron-api), so one slow call does not hold the API.
+# - A two-process app starts with one worker (uwsgi's manual "cheaper" mode) and gets its second
+#   once the node's services are all up: each worker imports the whole service (~60 s of CPU
+#   under TCG), and a boot's CPU goes to what readiness needs first. At that point
+#   stackseed-workers writes "+" to each such app's master FIFO; an app started later (a
+#   restart by hand) asks for its second worker itself once its first accepts. The FIFO sits in
+#   the service user's home: uwsgi makes it after dropping to that user.
 # - "Connection: close" on every response, as Debian's neutron-api already sends: uwsgi's
 #   http-socket closes the connection after each response but answers HTTP/1.1 without saying
 #   so, and a client that reuses the connection (openstacksdk after a 204) meets a closed socket:
 #   `lab verify` lost its server cleanup to nova-api's "Connection reset by peer".
 uwsgi_app() {
-    local file threads n
+    local file threads n user name fifo
     for file in "$@"; do
         [ -e "$file" ] || continue
         threads=$(sed -n -E 's/^threads[[:space:]]*=[[:space:]]*([0-9]+).*/\1/p' "$file" | tail -n 1)
@@ -467,6 +477,16 @@ uwsgi_app() {
         [ "${threads:-1}" -le 1 ] || n=1
         sed -i -E "s/^processes[[:space:]]*=.*/processes = $n/" "$file"
         line_once "$file" "add-header = Connection: close"
+        user=$(sed -n -E 's/^uid[[:space:]]*=[[:space:]]*([a-z_][a-z0-9_-]*)[[:space:]]*$/\1/p' "$file" | tail -n 1)
+        name=$(sed -n -E 's/^name[[:space:]]*=[[:space:]]*([A-Za-z0-9_-]+)[[:space:]]*$/\1/p' "$file" | tail -n 1)
+        if [ "$n" = 2 ] && [ -n "$user" ] && [ -n "$name" ]; then
+            fifo=/var/lib/$user/uwsgi-$name.fifo
+            line_once "$file" "cheaper-algo = manual"
+            line_once "$file" "cheaper = 1"
+            line_once "$file" "cheaper-initial = 1"
+            line_once "$file" "master-fifo = $fifo"
+            line_once "$file" "hook-accepting1-once = exec:[ ! -e $SERVICES_READY ] || printf + >$fifo || :"
+        fi
     done
 }
 

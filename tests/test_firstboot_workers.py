@@ -1,0 +1,156 @@
+"""Two-worker API apps start with one worker and get the second once the node is ready:
+lib.sh's uwsgi_app lines and stackseed-workers, run against Debian's real uwsgi (the python3
+plugin setup-host installs) serving a one-line WSGI app in a scratch directory."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from builder.paths import TEMPLATES
+
+LIB = TEMPLATES / "firstboot" / "lib.sh"
+WORKERS = TEMPLATES / "firstboot" / "stackseed-workers"
+UWSGI = shutil.which("uwsgi_python3")
+
+pytestmark = pytest.mark.skipif(UWSGI is None, reason="needs uwsgi_python3 (.ci/setup-host.sh)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def workers_of(master: int) -> int:
+    """The master's worker processes (its children), from /proc."""
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            if f"\nPPid:\t{master}\n" in status:
+                count += 1
+    return count
+
+
+def wait_for(check, seconds: float = 30) -> bool:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if check():
+            return True
+        time.sleep(0.2)
+    return bool(check())
+
+
+def workers_script(root: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", str(WORKERS)],
+        env={"PATH": os.environ["PATH"], "STACKSEED_ROOT": str(root), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[bytes], int]]:
+    """An app configured as uwsgi_app leaves nova-api, started: (scratch root, master, port)."""
+    port = free_port()
+    (tmp_path / "app.py").write_text(
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'ok']\n"
+    )
+    ini = tmp_path / "etc/app/app-uwsgi.ini"
+    ini.parent.mkdir(parents=True)
+    user = pwd.getpwuid(os.getuid()).pw_name
+    ini.write_text(
+        "[uwsgi]\nmaster = true\nlazy-apps = true\nplugins = python3\nprocesses = 16\n"
+        f"threads = 1\nhttp-socket = 127.0.0.1:{port}\nwsgi-file = {tmp_path}/app.py\n"
+        f"name = app\nuid = {user}\n"
+    )
+    configured = subprocess.run(
+        ["bash", "-c", f'. "{LIB}"\nuwsgi_app "{ini}"'],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert configured.returncode == 0, configured.stderr
+    text = ini.read_text()
+    assert f"master-fifo = /var/lib/{user}/uwsgi-app.fifo" in text
+    # The FIFO where this test may make one; the rest as the node has it.
+    ini.write_text(text.replace(f"/var/lib/{user}/", f"{tmp_path}/"))
+    log = (tmp_path / "uwsgi.log").open("wb")
+    proc = subprocess.Popen([str(UWSGI), "--ini", str(ini)], stdout=log, stderr=log)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as answer:
+                    return answer.read() == b"ok"
+            except OSError:
+                return False
+
+        assert wait_for(answers), (tmp_path / "uwsgi.log").read_text()
+        yield tmp_path, proc, port
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def test_a_two_worker_app_serves_with_one_until_asked_then_with_two(
+    app: tuple[Path, subprocess.Popen[bytes], int],
+) -> None:
+    root, proc, _port = app
+    time.sleep(1)  # a second worker, were one coming, would be forked by now
+    assert workers_of(proc.pid) == 1
+
+    asked = workers_script(root)
+
+    assert asked.returncode == 0, asked.stderr
+    assert asked.stdout.strip() == "app-uwsgi.ini: second worker asked for"
+    assert wait_for(lambda: workers_of(proc.pid) == 2), (root / "uwsgi.log").read_text()
+    # Asking again (the walk and a unit's own hook both ask) leaves it at its two.
+    assert workers_script(root).returncode == 0
+    time.sleep(1)
+    assert workers_of(proc.pid) == 2
+
+
+def test_a_stopped_app_or_an_app_of_one_worker_is_left_alone(tmp_path: Path) -> None:
+    ini = tmp_path / "etc/keystone/keystone-uwsgi.ini"
+    ini.parent.mkdir(parents=True)
+    ini.write_text("[uwsgi]\nprocesses = 1\nthreads = 16\n")
+    stale = tmp_path / "stale.fifo"
+    os.mkfifo(stale)
+    gone = tmp_path / "etc/nova/nova-api-uwsgi.ini"
+    gone.parent.mkdir(parents=True)
+    gone.write_text(f"[uwsgi]\ncheaper-algo = manual\nmaster-fifo = {stale}\n")
+    never = tmp_path / "etc/glance/glance-api-uwsgi.ini"
+    never.parent.mkdir(parents=True)
+    never.write_text(f"[uwsgi]\ncheaper-algo = manual\nmaster-fifo = {tmp_path}/none.fifo\n")
+
+    began = time.monotonic()
+    result = workers_script(tmp_path, STACKSEED_FIFO_TIMEOUT="1")
+
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - began < 20  # a FIFO nobody reads does not hang the boot's end
+    assert result.stdout.splitlines() == [
+        f"glance-api-uwsgi.ini: no master FIFO at {tmp_path}/none.fifo (not running)",
+        f"nova-api-uwsgi.ini: {stale} took no request",
+    ]
