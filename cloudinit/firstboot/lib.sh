@@ -463,7 +463,8 @@ need_secrets() {
 #   under TCG), and a boot's CPU goes to what readiness needs first. At that point
 #   stackseed-workers writes "+" to each such app's master FIFO; an app started later (a
 #   restart by hand) asks for its second worker itself once its first accepts. The FIFO sits in
-#   the service user's home: uwsgi makes it after dropping to that user.
+#   the service user's home: uwsgi makes it after dropping to that user. (Trixie's glance-api
+#   runs glance's own server, not this .ini; its lines matter where a package runs uwsgi.)
 # - "Connection: close" on every response, as Debian's neutron-api already sends: uwsgi's
 #   http-socket closes the connection after each response but answers HTTP/1.1 without saying
 #   so, and a client that reuses the connection (openstacksdk after a 204) meets a closed socket:
