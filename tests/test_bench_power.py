@@ -88,9 +88,7 @@ def test_watch_follows_the_launchers_start_note_when_the_new_boot_outgrew_the_ol
 
 def test_ready_at_is_the_last_walks_ready_by_the_nodes_clock() -> None:
     """The fallback where the console watch missed a node's marker: the walker's own line."""
-    done = SERVICES_LOG.replace(
-        "late: 42-nova after 950s", "ready after 950s 2026-12-03T12:16:00Z"
-    )
+    done = SERVICES_LOG.replace("late: 42-nova after 950s", "ready after 950s 2026-12-03T12:16:00Z")
     assert bench_power.ready_at(done) == 1796300160.0  # 2026-12-03T12:16:00Z
     # The last walk was late: it never said ready (the earlier walk's ready does not count).
     assert bench_power.ready_at(SERVICES_LOG) is None

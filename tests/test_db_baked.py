@@ -278,8 +278,10 @@ def test_the_bake_makes_schemas_with_first_boots_server_options() -> None:
         if "=" in line:
             key, value = (s.strip() for s in line.split("=", 1))
             runtime[key.replace("_", "-")] = value.lower()
-    # The address and the connection limit are the running node's; the rest shape schemas.
+    # The address, the connection limit and the isolation of concurrent writes are the running
+    # node's; the rest shape schemas.
     del runtime["bind-address"], runtime["max-connections"]
+    del runtime["loose-innodb-snapshot-isolation"]
     options = shell_values(BAKE_LIB, "BAKE_SERVER_OPTIONS[@]")
     bake = dict(o.removeprefix("--").split("=", 1) for o in options)
     assert {k: v.lower() for k, v in bake.items()} == runtime
@@ -610,3 +612,51 @@ def test_a_failed_bake_stops_the_server_and_ships_no_record(scratch: Scratch) ->
         time.sleep(0.5)
     assert scratch.pid() is None
     assert not scratch.record.exists()
+
+
+@needs_mariadb
+def test_first_boots_server_options_turn_snapshot_isolation_off(
+    empty_datadir: Path, tmp_path: Path
+) -> None:
+    """trixie's MariaDB (11.8) starts with snapshot isolation on, which fails nova's concurrent
+    writes with error 1020; 99-openstack.cnf, read after the package's own files, turns it off.
+    A real mariadbd reads an option file made of such a default and then the script's lines."""
+    text = (CONTROLLER / "20-mariadb.sh").read_text()
+    cnf = re.search(r"99-openstack\.cnf <<CNF\n(.*?)\nCNF\n", text, re.S)
+    assert cnf is not None
+    ours = [line for line in cnf.group(1).splitlines() if not line.startswith("bind-address")]
+    datadir = tmp_path / "data"
+    shutil.copytree(empty_datadir, datadir, symlinks=True)
+    sock = tmp_path / "mysqld.sock"
+    options = tmp_path / "my.cnf"
+    options.write_text(
+        "[mysqld]\ninnodb_snapshot_isolation = on\n"  # the package default since 11.6.2
+        + "\n".join(ours)
+        + f"\nskip-networking\nsocket = {sock}\ndatadir = {datadir}\nuser = root\n"
+        + f"pid-file = {tmp_path}/mysqld.pid\n"
+    )
+    server = subprocess.Popen(
+        [str(MARIADBD), f"--defaults-file={options}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        query = ["mariadb", f"--socket={sock}", "-uroot", "-N", "-e"]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and server.poll() is None:
+            got = subprocess.run(
+                [*query, "SELECT @@GLOBAL.innodb_snapshot_isolation"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if got.returncode == 0:
+                break
+            time.sleep(0.5)
+        assert server.poll() is None, server.stderr.read() if server.stderr else ""
+        assert got.returncode == 0, got.stderr
+        assert got.stdout.strip() == "0"
+    finally:
+        server.terminate()
+        server.wait(timeout=120)
