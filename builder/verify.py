@@ -397,9 +397,25 @@ def check_server(ctx: Context) -> str:
     return f"{server.name} ACTIVE in {time.monotonic() - started:.0f}s"
 
 
-def _delete_server(conn: Any, server: Any, timeout: float) -> None:
+def _delete_server(conn: Any, server: Any, timeout: float, interval: float = 3.0) -> None:
+    """Deleted, or CheckFailed at once when nova puts the server in ERROR instead (the cleanup
+    asks again: nova deletes a server in ERROR), naming nova's fault, not after `timeout`."""
     conn.compute.delete_server(server, ignore_missing=True)
-    conn.compute.wait_for_delete(server, wait=int(timeout))
+
+    def gone() -> bool:
+        current = conn.compute.find_server(server.id, ignore_missing=True)
+        if current is None:
+            return True
+        # ERROR with no task left: nova gave up on the delete (while it works, task 'deleting').
+        if str(getattr(current, "status", "")).upper() == "ERROR" and not getattr(
+            current, "task_state", None
+        ):
+            fault = getattr(current, "fault", None) or {}
+            message = str(fault.get("message") or "no fault recorded").splitlines()[0]
+            raise CheckFailed(f"nova put {server.name} in ERROR deleting it: {message[:300]}")
+        return False
+
+    wait_until(f"{server.name} deleted", timeout, gone, interval=interval)
 
 
 def await_status(

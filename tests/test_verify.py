@@ -7,6 +7,7 @@ by plain callables (named so), and the judging logic is fed plain data.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -366,3 +367,40 @@ def test_a_cloud_that_drops_the_sweep_is_a_failing_row_not_a_crash(plan, monkeyp
     assert [(r.name, r.ok) for r in rows] == [("leftovers", False), ("token", True)]
     assert "Connection reset by peer" in rows[0].detail and "lab status" in rows[0].detail
     assert conn.closed
+
+
+class FakeCompute:
+    """A stand-in for openstacksdk's compute proxy (no cloud runs in unit tests): each
+    find_server answers the next state given, None meaning the server is gone."""
+
+    def __init__(self, states: list[SimpleNamespace | None]) -> None:
+        self.states = states
+        self.deletes = 0
+        self.compute = self
+
+    def delete_server(self, server: object, ignore_missing: bool) -> None:
+        self.deletes += 1
+
+    def find_server(self, server_id: str, ignore_missing: bool) -> SimpleNamespace | None:
+        return self.states.pop(0) if len(self.states) > 1 else self.states[0]
+
+
+SERVER = SimpleNamespace(id="s1", name="stackseed-verify-server")
+
+
+def test_server_cleanup_waits_through_the_delete_until_the_server_is_gone() -> None:
+    deleting = SimpleNamespace(status="ERROR", task_state="deleting", fault=None)
+    cloud = FakeCompute([SimpleNamespace(status="ACTIVE", task_state="deleting"), deleting, None])
+    verify._delete_server(cloud, SERVER, timeout=5, interval=0.01)
+    assert cloud.deletes == 1 and cloud.states == [None]
+
+
+def test_server_cleanup_names_novas_fault_at_once_when_the_delete_ends_in_error() -> None:
+    fault = {"message": "RemoteError\nTraceback ...", "code": 500}
+    cloud = FakeCompute([SimpleNamespace(status="ERROR", task_state=None, fault=fault)])
+    started = time.monotonic()
+    with pytest.raises(
+        CheckFailed, match=r"nova put stackseed-verify-server in ERROR deleting it: RemoteError$"
+    ):
+        verify._delete_server(cloud, SERVER, timeout=600, interval=0.01)
+    assert time.monotonic() - started < 5  # not the whole timeout
