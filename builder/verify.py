@@ -25,6 +25,7 @@ from builder.roles import ROLES
 
 PREFIX = "stackseed-verify-"
 CLEANUP_ATTEMPTS = 3
+API_TIMEOUT = 300  # seconds one API call may take (slow under TCG, never endless)
 CLEANUP_BACKOFF = 10.0  # seconds, times the attempt number
 # Official types first (os-service-types); volumev3 is the legacy type kept for older clients.
 REQUIRED_SERVICES = (
@@ -622,7 +623,9 @@ def connect(clouds_yaml: Path, cloud: str) -> tuple[Any, str]:
         )
     try:
         config = openstack.config.OpenStackConfig(config_files=[str(clouds_yaml)])
-        region = config.get_one(cloud=cloud)
+        # A bound on every API call: a request an API never answers (a nova-api worker that
+        # hung after a restart of the lab) is that check's failure, not a verify without end.
+        region = config.get_one(cloud=cloud, api_timeout=API_TIMEOUT)
     except Exception as exc:
         raise PrerequisiteError(
             f"{clouds_yaml}: no usable cloud {cloud!r} ({exc})",

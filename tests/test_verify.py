@@ -218,6 +218,20 @@ def test_missing_clouds_yaml_is_a_prerequisite_error(tmp_path: Path) -> None:
         verify.connect(tmp_path / "clouds.yaml", "stackseed")
 
 
+def test_every_api_call_of_verify_is_bounded(tmp_path: Path) -> None:
+    """A hung API answers nothing: without a client timeout verify waited for ever."""
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(
+        "clouds:\n  stackseed:\n    auth:\n      auth_url: http://192.0.2.9:5000/v3\n"
+        "      username: admin\n      password: pw\n      project_name: admin\n"
+        "      user_domain_name: Default\n      project_domain_name: Default\n"
+        "    region_name: RegionOne\n"
+    )
+    conn, password = verify.connect(clouds, "stackseed")
+    assert password == "pw"
+    assert conn.session.timeout == verify.API_TIMEOUT
+
+
 def _group() -> click.Group:
     @click.group()
     def lab() -> None:
