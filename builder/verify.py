@@ -605,8 +605,7 @@ def sweep(conn: Any) -> None:
         if kind == "floating ip":
             conn.network.delete_ip(thing, ignore_missing=True)
         elif kind == "server":
-            conn.compute.delete_server(thing, ignore_missing=True)
-            conn.compute.wait_for_delete(thing, wait=600)
+            _delete_server(conn, thing, 600)
         else:
             conn.block_storage.delete_volume(thing, ignore_missing=True, force=True)
 

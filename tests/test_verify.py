@@ -418,3 +418,17 @@ def test_server_cleanup_names_novas_fault_at_once_when_the_delete_ends_in_error(
     ):
         verify._delete_server(cloud, SERVER, timeout=600, interval=0.01)
     assert time.monotonic() - started < 5  # not the whole timeout
+
+
+def test_the_sweep_of_an_earlier_runs_server_stops_at_novas_error_too() -> None:
+    """The sweep deletes leftovers as the cleanup does: a leftover nova cannot delete is named
+    at once (verify turns it into a failing `leftovers` row), not waited on for 600 s."""
+    fault = {"message": "DBError: Record has changed since last read"}
+    cloud = FakeCompute([SimpleNamespace(status="ERROR", task_state=None, fault=fault)])
+    cloud.network = cloud.block_storage = cloud  # type: ignore[attr-defined]
+    cloud.ips = cloud.volumes = lambda: []  # type: ignore[attr-defined]
+    cloud.servers = lambda: [SERVER]  # type: ignore[attr-defined]
+    started = time.monotonic()
+    with pytest.raises(CheckFailed, match="in ERROR deleting it: DBError"):
+        verify.sweep(cloud)
+    assert cloud.deletes == 1 and time.monotonic() - started < 10
