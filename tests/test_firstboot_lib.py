@@ -303,8 +303,8 @@ def test_uwsgi_app_one_process_where_threads_serve_and_every_response_closes(
         f"[uwsgi]\nprocesses = 2\nthreads = 1\nname = nova-api\nuid = nova\n{close}"
         "cheaper-algo = manual\ncheaper = 1\ncheaper-initial = 1\n"
         f"master-fifo = {fifo}\n"
-        "hook-accepting1-once = exec:[ ! -e /run/stackseed/services-ready ]"
-        f" || printf + >{fifo} || :\n"
+        "hook-accepting1-once = exec:/usr/local/lib/stackseed/stackseed-workers --if-ready"
+        f" {single} || :\n"
     )
     # Without a user to own the FIFO, both workers from the start, as before.
     assert unsaid.read_text() == f"[uwsgi]\nprocesses = 2\n{close}"

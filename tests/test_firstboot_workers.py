@@ -4,15 +4,20 @@ plugin setup-host installs) serving a one-line WSGI app in a scratch directory."
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import os
 import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
+from typing import IO
 
 import pytest
 
@@ -20,6 +25,7 @@ from builder.paths import TEMPLATES
 
 LIB = TEMPLATES / "firstboot" / "lib.sh"
 WORKERS = TEMPLATES / "firstboot" / "stackseed-workers"
+RUNNER = TEMPLATES / "firstboot" / "stackseed-firstboot"
 UWSGI = shutil.which("uwsgi_python3")
 
 pytestmark = pytest.mark.skipif(UWSGI is None, reason="needs uwsgi_python3 (.ci/setup-host.sh)")
@@ -65,38 +71,61 @@ def workers_script(root: Path, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def load_runner() -> ModuleType:
+    """stackseed-firstboot as a module: its services_ready writes the flag the hook reads."""
+    loader = importlib.machinery.SourceFileLoader("stackseed_firstboot", str(RUNNER))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[loader.name] = module  # its dataclasses look their module up there
+    loader.exec_module(module)
+    return module
+
+
+App = tuple[Path, subprocess.Popen[bytes]]
+
+
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[bytes], int]]:
-    """An app configured as uwsgi_app leaves nova-api, started: (scratch root, master, port)."""
-    port = free_port()
-    (tmp_path / "app.py").write_text(
-        "def application(environ, start_response):\n"
-        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
-        "    return [b'ok']\n"
-    )
-    ini = tmp_path / "etc/app/app-uwsgi.ini"
-    ini.parent.mkdir(parents=True)
-    user = pwd.getpwuid(os.getuid()).pw_name
-    ini.write_text(
-        "[uwsgi]\nmaster = true\nlazy-apps = true\nplugins = python3\nprocesses = 16\n"
-        f"threads = 1\nhttp-socket = 127.0.0.1:{port}\nwsgi-file = {tmp_path}/app.py\n"
-        f"name = app\nuid = {user}\n"
-    )
-    configured = subprocess.run(
-        ["bash", "-c", f'. "{LIB}"\nuwsgi_app "{ini}"'],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert configured.returncode == 0, configured.stderr
-    text = ini.read_text()
-    assert f"master-fifo = /var/lib/{user}/uwsgi-app.fifo" in text
-    # The FIFO where this test may make one; the rest as the node has it.
-    ini.write_text(text.replace(f"/var/lib/{user}/", f"{tmp_path}/"))
-    log = (tmp_path / "uwsgi.log").open("wb")
-    proc = subprocess.Popen([str(UWSGI), "--ini", str(ini)], stdout=log, stderr=log)
-    try:
+def start_app(tmp_path: Path) -> Iterator[Callable[[], App]]:
+    """Starts an app configured as uwsgi_app leaves nova-api: (scratch root, master)."""
+    started: list[subprocess.Popen[bytes]] = []
+    logs: list[IO[bytes]] = []
+
+    def start() -> App:
+        port = free_port()
+        (tmp_path / "app.py").write_text(
+            "def application(environ, start_response):\n"
+            "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+            "    return [b'ok']\n"
+        )
+        ini = tmp_path / "etc/app/app-uwsgi.ini"
+        ini.parent.mkdir(parents=True, exist_ok=True)
+        user = pwd.getpwuid(os.getuid()).pw_name
+        ini.write_text(
+            "[uwsgi]\nmaster = true\nlazy-apps = true\nplugins = python3\nprocesses = 16\n"
+            f"threads = 1\nhttp-socket = 127.0.0.1:{port}\nwsgi-file = {tmp_path}/app.py\n"
+            f"name = app\nuid = {user}\n"
+        )
+        configured = subprocess.run(
+            ["bash", "-c", f'. "{LIB}"\nuwsgi_app "{ini}"'],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert configured.returncode == 0, configured.stderr
+        text = ini.read_text()
+        assert f"master-fifo = /var/lib/{user}/uwsgi-app.fifo" in text
+        hook = f"/usr/local/lib/stackseed/stackseed-workers --if-ready {ini} || :"
+        assert f"hook-accepting1-once = exec:{hook}" in text
+        # The FIFO where this test may make one, the helper from the tree; the rest as on a node.
+        text = text.replace(f"/var/lib/{user}/", f"{tmp_path}/")
+        ini.write_text(text.replace("/usr/local/lib/stackseed/stackseed-workers", f"sh {WORKERS}"))
+        log = (tmp_path / "uwsgi.log").open("wb")
+        logs.append(log)
+        env = {**os.environ, "STACKSEED_ROOT": str(tmp_path)}
+        proc = subprocess.Popen([str(UWSGI), "--ini", str(ini)], stdout=log, stderr=log, env=env)
+        started.append(proc)
         url = f"http://127.0.0.1:{port}/"
 
         def answers() -> bool:
@@ -107,17 +136,20 @@ def app(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[bytes], int]]:
                 return False
 
         assert wait_for(answers), (tmp_path / "uwsgi.log").read_text()
-        yield tmp_path, proc, port
-    finally:
+        return tmp_path, proc
+
+    yield start
+    for proc in started:
         proc.kill()
         proc.wait(timeout=30)
+    for log in logs:
         log.close()
 
 
 def test_a_two_worker_app_serves_with_one_until_asked_then_with_two(
-    app: tuple[Path, subprocess.Popen[bytes], int],
+    start_app: Callable[[], App],
 ) -> None:
-    root, proc, _port = app
+    root, proc = start_app()
     time.sleep(1)  # a second worker, were one coming, would be forked by now
     assert workers_of(proc.pid) == 1
 
@@ -130,6 +162,20 @@ def test_a_two_worker_app_serves_with_one_until_asked_then_with_two(
     assert workers_script(root).returncode == 0
     time.sleep(1)
     assert workers_of(proc.pid) == 2
+
+
+def test_an_app_started_after_the_node_is_ready_asks_for_its_second_worker_itself(
+    start_app: Callable[[], App], tmp_path: Path
+) -> None:
+    """A restart by hand after the boot: the flag first boot's runner wrote is there, and the
+    app's own hook asks once its first worker accepts."""
+    runner = load_runner()
+    said = runner.services_ready(runner.Paths.from_env({"STACKSEED_ROOT": str(tmp_path)}), {})
+    assert "cannot write" not in said
+
+    root, proc = start_app()
+
+    assert wait_for(lambda: workers_of(proc.pid) == 2), (root / "uwsgi.log").read_text()
 
 
 def test_a_stopped_app_or_an_app_of_one_worker_is_left_alone(tmp_path: Path) -> None:

@@ -15,10 +15,8 @@ STACKSEED_NODE_JSON=${STACKSEED_NODE_JSON:-$STACKSEED_ROOT/etc/stackseed/node.js
 STACKSEED_SECRETS_JSON=${STACKSEED_SECRETS_JSON:-$STACKSEED_ROOT/etc/stackseed/secrets.json}
 STACKSEED_PHASE=${STACKSEED_PHASE:-manual}
 export STACKSEED_NODE_JSON STACKSEED_SECRETS_JSON
-# Present once this boot's services are all up (first boot done, or the later boot's walk):
-# written by stackseed-firstboot and stackseed-services, read by services themselves (tmpfs:
-# gone at the next boot). Not under STACKSEED_ROOT: a service reads it, not a test harness.
-SERVICES_READY=/run/stackseed/services-ready
+# Asks a two-worker uwsgi app for its second worker once the node's services are all up.
+STACKSEED_WORKERS=/usr/local/lib/stackseed/stackseed-workers
 
 log() {
     printf '[%s] %s\n' "$STACKSEED_PHASE" "$*"
@@ -470,25 +468,30 @@ need_secrets() {
 #   so, and a client that reuses the connection (openstacksdk after a 204) meets a closed socket:
 #   `lab verify` lost its server cleanup to nova-api's "Connection reset by peer".
 uwsgi_app() {
-    local file threads n user name fifo
+    local file threads n user name
     for file in "$@"; do
         [ -e "$file" ] || continue
-        threads=$(sed -n -E 's/^threads[[:space:]]*=[[:space:]]*([0-9]+).*/\1/p' "$file" | tail -n 1)
+        threads=$(uwsgi_value "$file" threads)
         n=2
         [ "${threads:-1}" -le 1 ] || n=1
         sed -i -E "s/^processes[[:space:]]*=.*/processes = $n/" "$file"
         line_once "$file" "add-header = Connection: close"
-        user=$(sed -n -E 's/^uid[[:space:]]*=[[:space:]]*([a-z_][a-z0-9_-]*)[[:space:]]*$/\1/p' "$file" | tail -n 1)
-        name=$(sed -n -E 's/^name[[:space:]]*=[[:space:]]*([A-Za-z0-9_-]+)[[:space:]]*$/\1/p' "$file" | tail -n 1)
+        user=$(uwsgi_value "$file" uid)
+        name=$(uwsgi_value "$file" name)
         if [ "$n" = 2 ] && [ -n "$user" ] && [ -n "$name" ]; then
-            fifo=/var/lib/$user/uwsgi-$name.fifo
             line_once "$file" "cheaper-algo = manual"
             line_once "$file" "cheaper = 1"
             line_once "$file" "cheaper-initial = 1"
-            line_once "$file" "master-fifo = $fifo"
-            line_once "$file" "hook-accepting1-once = exec:[ ! -e $SERVICES_READY ] || printf + >$fifo || :"
+            line_once "$file" "master-fifo = /var/lib/$user/uwsgi-$name.fifo"
+            line_once "$file" "hook-accepting1-once = exec:$STACKSEED_WORKERS --if-ready $file || :"
         fi
     done
+}
+
+# uwsgi_value <ini> <key>: the key's last value in a uwsgi .ini (uwsgi reads keys repeated, and
+# Debian's files repeat some), empty when it has none.
+uwsgi_value() {
+    sed -n -E "s/^$2[[:space:]]*=[[:space:]]*([^[:space:]]+)[[:space:]]*\$/\1/p" "$1" | tail -n 1
 }
 
 # uwsgi_rpc_heartbeat <ini...>: API apps that make RPC calls run under uwsgi, whose idle workers
