@@ -164,6 +164,20 @@ def test_role_daemons_are_disabled(image: ImageInfo, raw: Path) -> None:
     assert "chrony.service" in wants
 
 
+def test_sudoers_allow_neutrons_rootwrap_daemon_as_first_boot_configures_it(
+    image: ImageInfo, raw: Path
+) -> None:
+    if image.role == "block":
+        pytest.skip("no neutron on a block node")
+    lib = (Path(__file__).parents[1] / "cloudinit/firstboot/lib.sh").read_text()
+    configured = re.search(r'^NEUTRON_ROOTWRAP_DAEMON="sudo (.+)"$', lib, re.M)
+    assert configured, "lib.sh no longer sets NEUTRON_ROOTWRAP_DAEMON"
+    sudoers = debugfs(raw, "cat /etc/sudoers.d/neutron_sudoers")
+    # sudo matches a rule without a trailing `*` only against exactly these arguments.
+    allowed = re.findall(r"NOPASSWD:\s*(.+?)\s*$", sudoers, re.M)
+    assert configured[1] in allowed, sudoers
+
+
 def _lab_secrets() -> list[str]:
     """Every secret of every lab on this host, and a fresh set made like a lab's."""
     from builder.secrets import load_or_create

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import shutil
@@ -173,6 +174,23 @@ def test_neutron_common_config_enables_experimental_linuxbridge(
     assert result.returncode == 0, result.stderr
     enabled = "[experimental]\nlinuxbridge = true" in out.read_text()
     assert enabled == (backend == "linuxbridge")
+
+
+def test_neutron_common_config_runs_the_agents_root_commands_through_one_daemon(
+    scratch: Path,
+) -> None:
+    out = scratch / "neutron.conf.merged"
+    result = bash(
+        scratch,
+        f'ini_merge() {{ cat >>"{out}"; }}; conf_private() {{ :; }}\n'
+        "transport_url() { echo rabbit://lab; }\nneutron_common_config",
+    )
+    assert result.returncode == 0, result.stderr
+    merged = configparser.ConfigParser(interpolation=None)
+    merged.read_string(out.read_text())
+    daemon = merged.get("agent", "root_helper_daemon").split()
+    # The daemon reads its filters from rootwrap.conf; sudo runs it, as neutron's user.
+    assert daemon == ["sudo", "/usr/bin/neutron-rootwrap-daemon", "/etc/neutron/rootwrap.conf"]
 
 
 def test_write_private_creates_the_file_with_its_final_mode(scratch: Path) -> None:
