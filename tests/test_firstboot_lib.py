@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -202,25 +203,66 @@ def test_write_private_creates_the_file_with_its_final_mode(scratch: Path) -> No
     assert target.read_text() == "export OS_PASSWORD=x\n"
 
 
-def test_uwsgi_rpc_heartbeat_adds_the_override_once_and_refuses_a_missing_file(
-    scratch: Path,
+def rabbit_options(ini: Path) -> dict[str, Any]:
+    """oslo.messaging's [oslo_messaging_rabbit] as a uwsgi app started from `ini` reads it: the
+    .ini's `env =` lines are the process environment, which oslo.config consults."""
+    from oslo_config import cfg
+    from oslo_messaging._drivers import impl_rabbit
+
+    env = dict(
+        line.removeprefix("env = ").split("=", 1)
+        for line in ini.read_text().splitlines()
+        if line.startswith("env = ")
+    )
+    conf = cfg.ConfigOpts()
+    conf.register_opts(impl_rabbit.rabbit_opts, group="oslo_messaging_rabbit")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        conf([], project="stackseed-test", default_config_files=[], default_config_dirs=[])
+        # oslo.config reads the environment when an option is first looked up.
+        return {opt.dest: conf.oslo_messaging_rabbit[opt.dest] for opt in impl_rabbit.rabbit_opts}
+
+
+@pytest.mark.parametrize("threads", ["native", "eventlet"])
+def test_uwsgi_rpc_heartbeat_sets_what_oslo_messaging_reads_once(
+    scratch: Path, threads: str
 ) -> None:
-    ini = scratch / "nova-api-uwsgi.ini"
-    ini.write_text("[uwsgi]\nprocesses = 2\nenv = OS_OSLO_MESSAGING_RABBIT__PROCESSNAME=nova-api\n")
-    for _ in range(2):
-        result = bash(scratch, f'uwsgi_rpc_heartbeat "{ini}"')
+    ini = scratch / "api-uwsgi.ini"
+    ini.write_text("[uwsgi]\nprocesses = 2\nenv = OS_OSLO_MESSAGING_RABBIT__PROCESSNAME=api\n")
+    default = rabbit_options(ini)
+    # The other model first: an app re-run under a changed lib.sh must not keep both overrides.
+    other = "eventlet" if threads == "native" else "native"
+    for model in (other, threads, threads):
+        result = bash(scratch, f'uwsgi_rpc_heartbeat {model} "{ini}"')
         assert result.returncode == 0, result.stderr
     lines = ini.read_text().splitlines()
-    assert lines.count("env = OS_OSLO_MESSAGING_RABBIT__HEARTBEAT_IN_PTHREAD=true") == 1
     assert lines[:3] == [
         "[uwsgi]",
         "processes = 2",
-        "env = OS_OSLO_MESSAGING_RABBIT__PROCESSNAME=nova-api",
+        "env = OS_OSLO_MESSAGING_RABBIT__PROCESSNAME=api",
     ]
+    assert len(lines) == 4, lines
+    rabbit = rabbit_options(ini)
+    if threads == "native":
+        assert rabbit["heartbeat_in_pthread"] and not default["heartbeat_in_pthread"]
+        assert rabbit["heartbeat_timeout_threshold"] == default["heartbeat_timeout_threshold"] > 0
+    else:
+        # No heartbeat: oslo.messaging starts no heartbeat thread of either kind.
+        assert rabbit["heartbeat_timeout_threshold"] == 0
+        assert rabbit["heartbeat_in_pthread"] == default["heartbeat_in_pthread"]
 
-    result = bash(scratch, f'uwsgi_rpc_heartbeat "{scratch}/missing.ini"')
+
+def test_uwsgi_rpc_heartbeat_refuses_a_missing_file_or_an_unknown_model(scratch: Path) -> None:
+    result = bash(scratch, f'uwsgi_rpc_heartbeat native "{scratch}/missing.ini"')
     assert result.returncode != 0
     assert "missing.ini is missing" in result.stderr
+    ini = scratch / "api-uwsgi.ini"
+    ini.write_text("[uwsgi]\n")
+    result = bash(scratch, f'uwsgi_rpc_heartbeat "{ini}"')
+    assert result.returncode != 0
+    assert "not native or eventlet" in result.stderr
+    assert ini.read_text() == "[uwsgi]\n"
 
 
 # A stand-in systemctl (systemd cannot run here): notes each call; `restart` fails when any unit

@@ -494,17 +494,35 @@ uwsgi_value() {
     sed -n -E "s/^$2[[:space:]]*=[[:space:]]*([^[:space:]]+)[[:space:]]*\$/\1/p" "$1" | tail -n 1
 }
 
-# uwsgi_rpc_heartbeat <ini...>: API apps that make RPC calls run under uwsgi, whose idle workers
-# never run oslo.messaging's (eventlet) heartbeat: RabbitMQ dropped their connections after 60 s
-# ("missed heartbeats from client"), and the next request's reconnect cost the client its HTTP
-# connection (`lab verify` saw "Remote end closed connection without response" deleting its
-# server). A native heartbeat thread, for these processes only (an environment override, not
-# the shared .conf the eventlet daemons read), keeps the connection alive between requests.
+# uwsgi_rpc_heartbeat native|eventlet <ini...>: API apps that make RPC calls run under uwsgi,
+# whose idle workers never run oslo.messaging's default (green) heartbeat: RabbitMQ dropped their
+# connections after 60 s ("missed heartbeats from client"), and the next request's reconnect
+# cost the client its HTTP connection (`lab verify` saw "Remote end closed connection without
+# response" deleting its server). The fix depends on the app's threads, and is an environment
+# override for these processes only, not the shared .conf the daemons read:
+# - native (neutron-api, cinder-api: not monkey-patched under uwsgi): a heartbeat pthread.
+# - eventlet (nova's APIs, which monkey-patch at import in 2025.1): no heartbeat at all. A
+#   pthread there logs through eventlet's patched locks from a native thread, which eventlet
+#   does not support: a nova-api worker hung for good after `lab stop` / `lab start` (the same
+#   hang nova-operator met and fixed by turning the pthread off). Without heartbeats RabbitMQ
+#   keeps an idle connection open; a broken one is found and re-made on the next send.
 uwsgi_rpc_heartbeat() {
-    local file
+    local threads=$1 file pthread="env = OS_OSLO_MESSAGING_RABBIT__HEARTBEAT_IN_PTHREAD=true"
+    local none="env = OS_OSLO_MESSAGING_RABBIT__HEARTBEAT_TIMEOUT_THRESHOLD=0"
+    shift
+    case "$threads" in
+    native | eventlet) ;;
+    *) fail "uwsgi_rpc_heartbeat: '$threads' is not native or eventlet" ;;
+    esac
     for file in "$@"; do
         [ -e "$file" ] || fail "uwsgi config $file is missing (is the package installed in the image?)"
-        line_once "$file" "env = OS_OSLO_MESSAGING_RABBIT__HEARTBEAT_IN_PTHREAD=true"
+        if [ "$threads" = native ]; then
+            sed -i "\|^$none\$|d" "$file"
+            line_once "$file" "$pthread"
+        else
+            sed -i "\|^$pthread\$|d" "$file"
+            line_once "$file" "$none"
+        fi
     done
 }
 

@@ -52,7 +52,7 @@ conf_private nova "$conf"
 # nova-api already has [cinder] and [neutron] (incl. the metadata secret): the later phases
 # need not restart it, and each restart re-imports nova under TCG for minutes.
 uwsgi_app /etc/nova/nova-api-uwsgi.ini /etc/nova/nova-api-metadata-uwsgi.ini
-uwsgi_rpc_heartbeat /etc/nova/nova-api-uwsgi.ini /etc/nova/nova-api-metadata-uwsgi.ini
+uwsgi_rpc_heartbeat eventlet /etc/nova/nova-api-uwsgi.ini /etc/nova/nova-api-metadata-uwsgi.ini
 # Debian starts the SPICE proxy unless told otherwise; the guide's console is noVNC.
 sed -i -E 's/^#?NOVA_CONSOLE_PROXY_TYPE=.*/NOVA_CONSOLE_PROXY_TYPE=novnc/' /etc/default/nova-consoleproxy
 install -d -o nova -g nova -m 0750 /var/lib/nova/tmp

@@ -58,7 +58,7 @@ metadata_workers = 1
 INI
 conf_private neutron /etc/neutron/metadata_agent.ini /etc/neutron/l3_agent.ini /etc/neutron/dhcp_agent.ini
 uwsgi_app /etc/neutron/neutron-api-uwsgi.ini
-uwsgi_rpc_heartbeat /etc/neutron/neutron-api-uwsgi.ini
+uwsgi_rpc_heartbeat native /etc/neutron/neutron-api-uwsgi.ini
 install -d -o neutron -g neutron -m 0750 /var/lib/neutron/tmp
 
 if ! db_baked neutron; then

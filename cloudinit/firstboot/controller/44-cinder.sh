@@ -24,7 +24,7 @@ service_user_block /etc/cinder/cinder.conf service_user cinder svc_cinder
 ini_set /etc/cinder/cinder.conf service_user send_service_user_token true
 conf_private cinder /etc/cinder/cinder.conf
 uwsgi_app /etc/cinder/cinder-api-uwsgi.ini
-uwsgi_rpc_heartbeat /etc/cinder/cinder-api-uwsgi.ini
+uwsgi_rpc_heartbeat native /etc/cinder/cinder-api-uwsgi.ini
 install -d -o cinder -g cinder -m 0750 /var/lib/cinder/tmp
 
 if ! db_baked cinder; then
