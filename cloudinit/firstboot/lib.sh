@@ -611,10 +611,10 @@ INI
     esac
 }
 
-# The agents' root commands (ip, ovs-vsctl, iptables, dnsmasq in a namespace) go through one
-# long-lived rootwrap per agent instead of `sudo neutron-rootwrap` apiece: each of those is a
-# Python start, about a CPU-second under TCG, and an agent's start-up runs hundreds. Debian's
-# sudoers (neutron-common) allows exactly this command line, with no further arguments.
+# The agents' root commands that privsep does not cover (iptables, dnsmasq and haproxy in a
+# namespace) go through one rootwrap daemon per agent instead of `sudo neutron-rootwrap`
+# apiece, each of which is a Python start (the daemon exits after 10 idle minutes and is started
+# again when needed). Debian's sudoers (neutron-common) allows exactly this command line.
 NEUTRON_ROOTWRAP_DAEMON="sudo /usr/bin/neutron-rootwrap-daemon /etc/neutron/rootwrap.conf"
 
 # neutron_common_config: what every neutron process on any node reads from neutron.conf.
