@@ -19,6 +19,7 @@ from builder.topology import Network, Node, Topology
 
 # QEMU's locally administered OUI: what libvirt itself hands out.
 _OUI = "52:54:00"
+MAX_CPU_SHARES = 262144  # cgroup v1 cpu.shares, the largest libvirt takes
 
 
 def _digest(*parts: str) -> bytes:
@@ -77,6 +78,12 @@ class PlannedNode:
     # The image it boots: its role's (the role's name), or "plain" (Debian without the role's
     # packages, which first boot installs from the lab's repository). "" means the role's.
     image: str = ""
+    cpu_weight: int = 1
+
+    @property
+    def cpu_shares(self) -> int:
+        """libvirt's cputune shares: the node's claim on host CPU beside the other nodes."""
+        return min(1024 * self.vcpus * self.cpu_weight, MAX_CPU_SHARES)
 
     @property
     def domain_name(self) -> str:
@@ -179,6 +186,7 @@ def _plan_node(topo: Topology, node: Node) -> PlannedNode:
         seed_bus=node.seed_bus,
         nic_model=node.nic_model,
         image=node.image_name,
+        cpu_weight=node.weight,
     )
 
 

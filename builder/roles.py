@@ -17,6 +17,7 @@ class Role:
     networks: tuple[str, ...]
     memory: str
     vcpus: int
+    cpu_weight: int
     root_size: str
     needs_disk: str | None
     unique: bool

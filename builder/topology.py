@@ -179,6 +179,7 @@ class Node(_Strict):
     nics: tuple[Nic, ...] | None = None
     memory: Size | None = None
     vcpus: int | None = Field(None, ge=1, le=64)
+    cpu_weight: int | None = Field(None, ge=1, le=16)  # default: the role's (roles.yaml)
     disks: tuple[Disk, ...] = ()
     root_size: Size | None = None  # the root disk; default: the role's (builder/data/roles.yaml)
     boot: Boot = "kernel"
@@ -227,6 +228,10 @@ class Node(_Strict):
     @property
     def cpus(self) -> int:
         return self.vcpus or ROLES[self.role].vcpus
+
+    @property
+    def weight(self) -> int:
+        return self.cpu_weight or ROLES[self.role].cpu_weight
 
     @property
     def firmware_kind(self) -> Firmware | None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from conftest import DEFAULT, GOOD
 
+from builder.errors import StackseedError
 from builder.loader import load, parse
 from builder.plan import bridge_name, derive_mac, make_plan, node_facts
 
@@ -54,6 +56,35 @@ def test_node_root_size_wins_over_the_role_default() -> None:
     plan = make_plan(load(next(p for p in GOOD if p.stem == "bare-metal")))
     assert plan.node("hv01").root_size == 894 << 30
     assert plan.node("ctl01").root_size == 10 << 30
+
+
+def test_cpu_shares_follow_vcpus_and_the_weight_a_node_may_override() -> None:
+    plan = make_plan(load(DEFAULT))
+    # The controller, which every other node waits on, outweighs two 1-vCPU nodes together.
+    assert {n.name: n.cpu_shares for n in plan.nodes} == {
+        "controller": 4096,
+        "compute1": 1024,
+        "block1": 1024,
+    }
+    text = DEFAULT.read_text().replace(
+        "    ip: 10.0.0.31\n", "    ip: 10.0.0.31\n    cpu_weight: 3\n    vcpus: 2\n"
+    )
+    assert make_plan(parse(text, "lab.yaml")).node("compute1").cpu_shares == 6144
+    huge = DEFAULT.read_text().replace(
+        "    ip: 10.0.0.31\n", "    ip: 10.0.0.31\n    cpu_weight: 16\n    vcpus: 64\n"
+    )
+    assert make_plan(parse(huge, "lab.yaml")).node("compute1").cpu_shares == 262144
+
+
+@pytest.mark.parametrize("weight", ["0", "17", "high"])
+def test_a_cpu_weight_out_of_range_names_the_node_and_key(weight: str) -> None:
+    text = DEFAULT.read_text().replace(
+        "    ip: 10.0.0.31\n", f"    ip: 10.0.0.31\n    cpu_weight: {weight}\n"
+    )
+    with pytest.raises(StackseedError) as raised:
+        parse(text, "lab.yaml")
+    message = str(raised.value)
+    assert "lab.yaml" in message and "cpu_weight" in message, message
 
 
 def test_facts_describe_cluster_without_secrets() -> None:

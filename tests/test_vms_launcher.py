@@ -213,6 +213,7 @@ def test_domains_carry_plan_macs_serials_seed_and_metadata(conn, tmp_path, image
         assert root.get("type") == "qemu"
         assert int(root.findtext("memory")) == node.memory // 1024
         assert int(root.findtext("vcpu")) == node.vcpus
+        assert int(root.findtext("cputune/shares")) == node.cpu_shares
         assert Path(root.findtext("os/kernel")).name.startswith(f"base-{node.role}-")
         assert Path(root.findtext("os/initrd")).name.endswith(".initrd")
         assert "console=ttyS0" in root.findtext("os/cmdline")

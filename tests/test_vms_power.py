@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -356,3 +357,41 @@ def test_a_paused_node_is_resumed_by_start_and_shut_down_by_stop(lab_cli) -> Non
     code, output = run("stop")
     assert code == 0 and "controller: shutdown requested" in output, output
     assert running(conn) == {"controller": False, "block1": False}
+
+
+def shares(conn, node: str) -> str | None:
+    xml = conn.lookupByName(f"{LAB}-{node}").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    root = ET.fromstring(xml)
+    return root.findtext("cputune/shares")
+
+
+def unweigh(conn, node: str) -> None:
+    """NODE's domain as a launcher without CPU shares defined it (libvirt's default)."""
+    dom = conn.lookupByName(f"{LAB}-{node}")
+    root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    root.remove(root.find("cputune"))
+    conn.defineXML(ET.tostring(root, encoding="unicode"))
+
+
+@pytest.mark.parametrize("command", ["start", "up"])
+def test_a_node_gets_its_cpu_shares_when_it_starts_again(lab_cli, command: str) -> None:
+    """A lab made before CPU shares existed (or with another cpu_weight) gets the plan's on the
+    next `lab start`, or `lab up` after a power cut, without being made again."""
+    run, conn, _state = lab_cli
+    assert run("up")[0] == 0
+    plan = make_plan(load(TOPOLOGY))
+    wanted = {name: str(plan.node(name).cpu_shares) for name in NODES}
+    assert {name: shares(conn, name) for name in NODES} == wanted
+    assert run("stop")[0] == 0
+    made = objects(conn)
+    for name in NODES:
+        unweigh(conn, name)
+        assert shares(conn, name) is None
+    code, output = run(command)
+    assert code == 0, output
+    assert {name: shares(conn, name) for name in NODES} == wanted
+    assert f"CPU shares set to {wanted['controller']}" in output
+    assert objects(conn) == made
+    assert run("stop")[0] == 0
+    code, output = run(command)
+    assert code == 0 and "CPU shares" not in output, output

@@ -14,7 +14,7 @@ from builder.sizes import format_size
 from vms.accel import Accel
 from vms.firmware import firmware
 from vms.naming import libvirt_name, object_uuid, owned_suffix
-from vms.xml import domain_spec, render
+from vms.xml import domain_spec, render, with_cpu_shares
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,20 @@ def desired_xml(
         console_log=console_log,
         **boot,
     )
+
+
+def weigh(conn: libvirt.virConnect, dom: libvirt.virDomain, node: PlannedNode) -> bool:
+    """A shut-off domain's CPU shares set to what its node's plan says (a lab made before they
+    existed, or a topology's changed cpu_weight), so the start that follows uses them. True
+    when the definition changed. A running domain keeps its shares until it is started again."""
+    if dom.isActive():
+        return False
+    xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+    wanted = with_cpu_shares(xml, node.cpu_shares)
+    if wanted == xml:
+        return False
+    conn.defineXML(wanted)
+    return True
 
 
 def owned(conn: libvirt.virConnect, lab: str) -> dict[str, libvirt.virDomain]:

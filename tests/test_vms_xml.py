@@ -1,0 +1,47 @@
+"""vms/xml.py's edits of libvirt's own domain XML, on the forms libvirt formats."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from vms.xml import with_cpu_shares
+
+DOMAIN = """<domain type='qemu'>
+  <name>stackseed-controller</name>
+  <memory unit='KiB'>8388608</memory>
+  <vcpu placement='static'>2</vcpu>
+{tune}  <os>
+    <type arch='x86_64' machine='pc-q35-7.2'>hvm</type>
+  </os>
+</domain>
+"""
+
+
+@pytest.mark.parametrize(
+    "tune",
+    [
+        "",
+        "  <cputune>\n    <shares>1024</shares>\n  </cputune>\n",
+        "  <cputune>\n    <period>100000</period>\n  </cputune>\n",
+        "  <cputune/>\n",
+    ],
+    ids=["none", "shares", "other-tuning", "empty"],
+)
+def test_cpu_shares_are_set_whatever_cputune_held(tune: str) -> None:
+    xml = DOMAIN.format(tune=tune)
+    edited = with_cpu_shares(xml, 4096)
+    root = ET.fromstring(edited)
+    assert root.findtext("cputune/shares") == "4096"
+    assert len(root.findall("cputune")) == 1
+    if "period" in tune:
+        assert root.findtext("cputune/period") == "100000"
+    # Nothing else moves, and setting what is there changes nothing.
+    assert ET.tostring(root.find("os")) == ET.tostring(ET.fromstring(xml).find("os"))
+    assert with_cpu_shares(edited, 4096) == edited
+
+
+def test_a_definition_without_vcpu_is_refused() -> None:
+    with pytest.raises(ValueError, match="vcpu"):
+        with_cpu_shares("<domain><name>x</name></domain>", 1024)
