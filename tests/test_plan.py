@@ -60,9 +60,9 @@ def test_node_root_size_wins_over_the_role_default() -> None:
 
 def test_cpu_shares_follow_vcpus_and_the_weight_a_node_may_override() -> None:
     plan = make_plan(load(DEFAULT))
-    # The controller, which every other node waits on, outweighs two 1-vCPU nodes together.
+    # Shares follow vCPUs: the 2-vCPU controller weighs as much as the two 1-vCPU nodes.
     assert {n.name: n.cpu_shares for n in plan.nodes} == {
-        "controller": 4096,
+        "controller": 2048,
         "compute1": 1024,
         "block1": 1024,
     }

@@ -146,3 +146,47 @@ def with_cpu_shares(xml: str, shares: int) -> str:
     else:
         new = body.replace("<cputune>", f"<cputune>\n    <shares>{shares}</shares>", 1)
     return xml[: tune.start()] + new + xml[tune.end() :]
+
+
+# libvirt's scaled integers (formatdomain: "unit"), as bytes per unit.
+_UNITS = {
+    "b": 1,
+    "bytes": 1,
+    "KB": 1000,
+    "k": 1024,
+    "KiB": 1024,
+    "MB": 1000**2,
+    "M": 1 << 20,
+    "MiB": 1 << 20,
+    "GB": 1000**3,
+    "G": 1 << 30,
+    "GiB": 1 << 30,
+}
+
+
+def domain_type(xml: str) -> str:
+    return ET.fromstring(xml).get("type", "")
+
+
+def with_tb_cache(xml: str, mib: int) -> str:
+    """A domain definition whose <features> carry <tcg><tb-cache unit='MiB'>; unchanged when
+    they already do. As text, like with_cpu_shares."""
+    value = f"<tb-cache unit='MiB'>{mib}</tb-cache>"
+    current = re.search(r"<tb-cache\b([^>]*)>\s*(\d+)\s*</tb-cache>", xml)
+    if current is not None:
+        # libvirt formats the size back in KiB.
+        unit = re.search(r"unit=['\"]([^'\"]*)['\"]", current.group(1))
+        scale = _UNITS.get(unit.group(1) if unit else "KiB")
+        if scale is not None and int(current.group(2)) * scale == mib << 20:
+            return xml
+        return xml[: current.start()] + value + xml[current.end() :]
+    tcg = re.search(r"<tcg>|<tcg/>", xml)
+    if tcg is not None:
+        block = f"<tcg>{value}" + ("</tcg>" if tcg.group(0) == "<tcg/>" else "")
+        return xml[: tcg.start()] + block + xml[tcg.end() :]
+    features = re.search(r"([ \t]*)</features>", xml)
+    if features is None:
+        raise ValueError("domain XML without <features>")
+    pad = features.group(1)
+    block = f"{pad}  <tcg>\n{pad}    {value}\n{pad}  </tcg>\n"
+    return xml[: features.start()] + block + xml[features.start() :]
