@@ -22,7 +22,7 @@ from builder.loader import load  # noqa: E402
 from builder.plan import make_plan  # noqa: E402
 from builder.state import LabState  # noqa: E402
 from tests.test_vms_launcher import TOPOLOGY, make_images  # noqa: E402
-from vms import boots, domains, power, watch  # noqa: E402
+from vms import boots, power, watch  # noqa: E402
 
 URI = "test:///default"
 LAB = "stackseed"
@@ -365,46 +365,33 @@ def shares(conn, node: str) -> str | None:
     return root.findtext("cputune/shares")
 
 
-def tb_cache(conn, node: str) -> str | None:
-    xml = conn.lookupByName(f"{LAB}-{node}").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-    return ET.fromstring(xml).findtext("features/tcg/tb-cache")
-
-
 def untune(conn, node: str) -> None:
-    """NODE's domain as a launcher without CPU shares or a TCG cache defined it (libvirt's
-    defaults)."""
+    """NODE's domain as a launcher without CPU shares defined it (libvirt's default)."""
     dom = conn.lookupByName(f"{LAB}-{node}")
     root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
     root.remove(root.find("cputune"))
-    root.find("features").remove(root.find("features/tcg"))
     conn.defineXML(ET.tostring(root, encoding="unicode"))
 
 
 @pytest.mark.parametrize("command", ["start", "up"])
-def test_a_node_gets_its_cpu_shares_and_cache_when_it_starts_again(lab_cli, command: str) -> None:
-    """A lab made before CPU shares and the TCG cache existed (or with another cpu_weight) gets
-    the launcher's on the next `lab start`, or `lab up` after a power cut, without being made
-    again."""
+def test_a_node_gets_its_cpu_shares_when_it_starts_again(lab_cli, command: str) -> None:
+    """A lab made before CPU shares existed (or with another cpu_weight) gets the plan's on the
+    next `lab start`, or `lab up` after a power cut, without being made again."""
     run, conn, _state = lab_cli
     assert run("up")[0] == 0
     plan = make_plan(load(TOPOLOGY))
     wanted = {name: str(plan.node(name).cpu_shares) for name in NODES}
     assert {name: shares(conn, name) for name in NODES} == wanted
-    cached = {name: tb_cache(conn, name) for name in NODES}
-    # libvirt keeps the size in KiB.
-    assert cached == {name: str(domains.TB_CACHE_MIB * 1024) for name in NODES}
     assert run("stop")[0] == 0
     made = objects(conn)
     for name in NODES:
         untune(conn, name)
-        assert shares(conn, name) is None and tb_cache(conn, name) is None
+        assert shares(conn, name) is None
     code, output = run(command)
     assert code == 0, output
     assert {name: shares(conn, name) for name in NODES} == wanted
-    assert {name: tb_cache(conn, name) for name in NODES} == cached
     assert f"CPU shares set to {wanted['controller']}" in output
-    assert f"translation cache set to {domains.TB_CACHE_MIB} MiB" in output
     assert objects(conn) == made
     assert run("stop")[0] == 0
     code, output = run(command)
-    assert code == 0 and "CPU shares" not in output and "translation" not in output, output
+    assert code == 0 and "CPU shares" not in output, output

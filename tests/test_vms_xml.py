@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from vms.xml import with_cpu_shares, with_tb_cache
+from vms.xml import with_cpu_shares
 
 DOMAIN = """<domain type='qemu'>
   <name>stackseed-controller</name>
@@ -45,39 +45,3 @@ def test_cpu_shares_are_set_whatever_cputune_held(tune: str) -> None:
 def test_a_definition_without_vcpu_is_refused() -> None:
     with pytest.raises(ValueError, match="vcpu"):
         with_cpu_shares("<domain><name>x</name></domain>", 1024)
-
-
-FEATURES = """<domain type='qemu'>
-  <name>n</name>
-  <vcpu placement='static'>1</vcpu>
-  <features>
-    <acpi/>
-{tcg}  </features>
-</domain>
-"""
-
-
-@pytest.mark.parametrize(
-    "tcg",
-    ["", "    <tcg/>\n", "    <tcg>\n      <tb-cache unit='KiB'>1048576</tb-cache>\n    </tcg>\n"],
-    ids=["none", "empty", "other-size"],
-)
-def test_the_translation_cache_is_set_whatever_features_held(tcg: str) -> None:
-    edited = with_tb_cache(FEATURES.format(tcg=tcg), 2048)
-    root = ET.fromstring(edited)
-    cache = root.findall("features/tcg/tb-cache")
-    assert [(c.get("unit"), c.text) for c in cache] == [("MiB", "2048")]
-    assert root.find("features/acpi") is not None
-    assert with_tb_cache(edited, 2048) == edited
-
-
-def test_a_cache_libvirt_formatted_in_another_unit_is_left_alone() -> None:
-    xml = FEATURES.format(
-        tcg="    <tcg>\n      <tb-cache unit='KiB'>2097152</tb-cache>\n    </tcg>\n"
-    )
-    assert with_tb_cache(xml, 2048) == xml
-
-
-def test_a_definition_without_features_is_refused() -> None:
-    with pytest.raises(ValueError, match="features"):
-        with_tb_cache("<domain><name>x</name></domain>", 2048)

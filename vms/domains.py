@@ -14,13 +14,9 @@ from builder.sizes import format_size
 from vms.accel import Accel
 from vms.firmware import firmware
 from vms.naming import libvirt_name, object_uuid, owned_suffix
-from vms.xml import domain_spec, domain_type, render, with_cpu_shares, with_tb_cache
+from vms.xml import domain_spec, render, with_cpu_shares
 
 log = logging.getLogger(__name__)
-
-# QEMU's TCG translation cache per domain, in MiB: 2 GiB is the most an x86-64 host takes (its
-# direct jumps reach that far); QEMU's default is 1 GiB. Host memory, taken only as it fills.
-TB_CACHE_MIB = 2048
 
 # Differences in these keys of a node's record cannot be applied to an existing node.
 HARDWARE = ("role", "accel", "image", "memory", "vcpus", "nics", "disks")
@@ -106,7 +102,6 @@ def desired_xml(
             cmdline = f"{cmdline} tsc=reliable"
     return render(
         "domain.xml.j2",
-        tb_cache_mib=TB_CACHE_MIB,
         virt_type=accel.virt_type,
         name=libvirt_name(plan.lab, node.name),
         uuid=object_uuid(plan.lab, "domain", node.name),
@@ -129,23 +124,17 @@ def desired_xml(
 
 
 def tune(conn: libvirt.virConnect, dom: libvirt.virDomain, node: PlannedNode) -> list[str]:
-    """A shut-off domain's CPU shares, and under TCG its translation cache, set to what the
-    launcher gives a new node (a lab made before they existed, or a topology's changed
-    cpu_weight), so the start that follows uses them. What changed, as words; a running domain
-    keeps its settings until it is started again."""
+    """A shut-off domain's CPU shares set to what the launcher gives a new node (a lab made
+    before they existed, or a topology's changed cpu_weight), so the start that follows uses
+    them. What changed, as words; a running domain keeps its shares until it starts again."""
     if dom.isActive():
         return []
     xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
     wanted = with_cpu_shares(xml, node.cpu_shares)
-    changed = [f"CPU shares set to {node.cpu_shares}"] if wanted != xml else []
-    if domain_type(xml) == "qemu":
-        cached = with_tb_cache(wanted, TB_CACHE_MIB)
-        if cached != wanted:
-            changed.append(f"translation cache set to {TB_CACHE_MIB} MiB")
-        wanted = cached
-    if changed:
-        conn.defineXML(wanted)
-    return changed
+    if wanted == xml:
+        return []
+    conn.defineXML(wanted)
+    return [f"CPU shares set to {node.cpu_shares}"]
 
 
 def owned(conn: libvirt.virConnect, lab: str) -> dict[str, libvirt.virDomain]:
