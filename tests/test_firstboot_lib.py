@@ -158,6 +158,19 @@ def test_neutron_backend_linuxbridge_fails_early_where_the_agent_is_gone(scratch
     assert "removed in neutron 2025.1" in result.stderr
 
 
+def neutron_common_settings(scratch: Path) -> str:
+    """What neutron_common_config merges into neutron.conf. The config writers are redirected
+    to a file: the settings are what is checked."""
+    out = scratch / "neutron.conf.merged"
+    result = bash(
+        scratch,
+        f'ini_merge() {{ cat >>"{out}"; }}; conf_private() {{ :; }}\n'
+        "transport_url() { echo rabbit://lab; }\nneutron_common_config",
+    )
+    assert result.returncode == 0, result.stderr
+    return out.read_text()
+
+
 @pytest.mark.parametrize("backend", ["openvswitch", "linuxbridge"])
 def test_neutron_common_config_enables_experimental_linuxbridge(
     scratch: Path, backend: str
@@ -165,30 +178,15 @@ def test_neutron_common_config_enables_experimental_linuxbridge(
     facts = json.loads((scratch / "etc/stackseed/node.json").read_text())
     facts["neutron_backend"] = backend
     (scratch / "etc/stackseed/node.json").write_text(json.dumps(facts))
-    out = scratch / "neutron.conf.merged"
-    # The config writers are redirected to a file: the settings are what is checked here.
-    result = bash(
-        scratch,
-        f'ini_merge() {{ cat >>"{out}"; }}; conf_private() {{ :; }}\n'
-        "transport_url() { echo rabbit://lab; }\nneutron_common_config",
-    )
-    assert result.returncode == 0, result.stderr
-    enabled = "[experimental]\nlinuxbridge = true" in out.read_text()
+    enabled = "[experimental]\nlinuxbridge = true" in neutron_common_settings(scratch)
     assert enabled == (backend == "linuxbridge")
 
 
 def test_neutron_common_config_runs_the_agents_root_commands_through_one_daemon(
     scratch: Path,
 ) -> None:
-    out = scratch / "neutron.conf.merged"
-    result = bash(
-        scratch,
-        f'ini_merge() {{ cat >>"{out}"; }}; conf_private() {{ :; }}\n'
-        "transport_url() { echo rabbit://lab; }\nneutron_common_config",
-    )
-    assert result.returncode == 0, result.stderr
     merged = configparser.ConfigParser(interpolation=None)
-    merged.read_string(out.read_text())
+    merged.read_string(neutron_common_settings(scratch))
     daemon = merged.get("agent", "root_helper_daemon").split()
     # The daemon reads its filters from rootwrap.conf; sudo runs it, as neutron's user.
     assert daemon == ["sudo", "/usr/bin/neutron-rootwrap-daemon", "/etc/neutron/rootwrap.conf"]
