@@ -123,18 +123,18 @@ def desired_xml(
     )
 
 
-def tune(conn: libvirt.virConnect, dom: libvirt.virDomain, node: PlannedNode) -> list[str]:
+def set_cpu_shares(conn: libvirt.virConnect, dom: libvirt.virDomain, node: PlannedNode) -> bool:
     """A shut-off domain's CPU shares set to what the launcher gives a new node (a lab made
     before they existed, or a topology's changed cpu_weight), so the start that follows uses
-    them. What changed, as words; a running domain keeps its shares until it starts again."""
+    them; True when they changed. A running domain keeps its shares until it starts again."""
     if dom.isActive():
-        return []
+        return False
     xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
     wanted = with_cpu_shares(xml, node.cpu_shares)
     if wanted == xml:
-        return []
+        return False
     conn.defineXML(wanted)
-    return [f"CPU shares set to {node.cpu_shares}"]
+    return True
 
 
 def owned(conn: libvirt.virConnect, lab: str) -> dict[str, libvirt.virDomain]:

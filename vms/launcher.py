@@ -133,8 +133,8 @@ def up(
                 # Shut off since (a power cut, `lab stop`): it boots again, not for the first
                 # time; `--wait` must read this boot only.
                 boots.before_start(launch.state, node.name, dom)
-                for change in domains.tune(conn, dom, node):
-                    report.did(f"domain {node.name}: {change}")
+                if domains.set_cpu_shares(conn, dom, node):
+                    report.did(f"domain {node.name}: CPU shares set to {node.cpu_shares}")
             dom.create()
             report.did(f"domain {node.name}: started")
         checkpoint(f"domain:{node.name}")

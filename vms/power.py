@@ -172,8 +172,8 @@ def start(
             say(name, f"already {domains.state_of(dom)}")
             continue
         note = boots.before_start(state, name, dom)
-        for change in domains.tune(conn, dom, plan.node(name)):
-            say(name, change)
+        if domains.set_cpu_shares(conn, dom, plan.node(name)):
+            say(name, f"CPU shares set to {plan.node(name).cpu_shares}")
         dom.create()
         report.started.append(name)
         if note.firstboot == "unfinished":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import xml.etree.ElementTree as ET
 from functools import cache
 from pathlib import Path
@@ -126,23 +125,19 @@ def retarget(xml: str, paths: dict[str, str], console_log: str | None = None) ->
 
 
 def with_cpu_shares(xml: str, shares: int) -> str:
-    """A domain definition with its <cputune><shares> set to `shares` (libvirt's inactive XML
-    as it formats it: `<cputune>` after `<vcpu>`); the text is unchanged when they already are.
-    Edited as text so that the rest of the definition, its metadata included, stays as it is."""
-    tune = re.search(r"<cputune>.*?</cputune>|<cputune/>", xml, re.S)
+    """A domain definition with its <cputune><shares> set to `shares`; the same text when they
+    already are. Edited as retarget() does (the launcher's metadata namespace kept)."""
+    ET.register_namespace("stackseed", METADATA_NS)
+    root = ET.fromstring(xml)
+    if root.find("vcpu") is None:
+        raise ValueError("domain XML without <vcpu>")
+    tune = root.find("cputune")
     if tune is None:
-        vcpu = re.search(r"<vcpu\b[^>]*>[^<]*</vcpu>\n?", xml)
-        if vcpu is None:
-            raise ValueError("domain XML without <vcpu>")
-        indent = re.search(r"[ \t]*$", xml[: vcpu.start()])
-        pad = indent.group(0) if indent else ""
-        block = f"{pad}<cputune>\n{pad}  <shares>{shares}</shares>\n{pad}</cputune>\n"
-        return xml[: vcpu.end()] + block + xml[vcpu.end() :]
-    body = tune.group(0)
-    if "<shares>" in body:
-        new = re.sub(r"<shares>\d+</shares>", f"<shares>{shares}</shares>", body)
-    elif body == "<cputune/>":
-        new = f"<cputune><shares>{shares}</shares></cputune>"
-    else:
-        new = body.replace("<cputune>", f"<cputune>\n    <shares>{shares}</shares>", 1)
-    return xml[: tune.start()] + new + xml[tune.end() :]
+        tune = ET.SubElement(root, "cputune")
+    element = tune.find("shares")
+    if element is None:
+        element = ET.SubElement(tune, "shares")
+    if element.text == str(shares):
+        return xml
+    element.text = str(shares)
+    return ET.tostring(root, encoding="unicode")
