@@ -176,3 +176,37 @@ def test_each_role_asks_as_an_account_whose_secret_it_carries(role: str) -> None
     facts = join_facts(role, "openvswitch")
     assert facts["account"]["secret"] in carried
     assert facts["services"], f"{role} joins nothing"
+
+
+def test_a_revoked_token_is_replaced_by_logging_in_again() -> None:
+    with FakeCloud() as cloud:
+        cloud.listings["volume-services"] = [up("cinder-volume", "block1@lvm")]
+        facts = {
+            "region": "R1",
+            "controller": {"auth_url": f"{cloud.url}/v3/"},
+            "joins": join_facts("block", "openvswitch"),
+        }
+        client = joined.Cloud(facts, SECRET)
+
+        first = client.listing("volume-service")
+        cloud.revoke()
+        second = client.listing("volume-service")
+
+        assert first == second == cloud.listings["volume-services"]
+        assert len(cloud.logins) == 2
+        scope = cloud.logins[1]["scope"]["project"]
+        assert scope == {
+            "name": facts["joins"]["account"]["project"],
+            "domain": {"name": "Default"},
+        }
+
+
+def test_a_catalog_without_the_service_names_what_is_missing() -> None:
+    with FakeCloud() as cloud:
+        facts = {
+            "region": "elsewhere",
+            "controller": {"auth_url": f"{cloud.url}/v3"},
+            "joins": join_facts("compute", "openvswitch"),
+        }
+        with pytest.raises(LookupError, match="no network endpoint"):
+            joined.Cloud(facts, SECRET).listing("network-agent")

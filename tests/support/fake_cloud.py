@@ -23,6 +23,8 @@ class FakeCloud:
             "volume-services": [],
         }
         self.logins: list[dict[str, Any]] = []
+        # Tokens it still accepts; revoke() empties it, as a restarted or restored keystone would.
+        self.tokens: set[str] = set()
         cloud = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -46,7 +48,9 @@ class FakeCloud:
                     self._send(404, {})
                     return
                 cloud.logins.append(request["auth"])
-                self._send(201, {"token": cloud.token()}, {"X-Subject-Token": "fake-token"})
+                token = f"fake-token-{len(cloud.logins)}"
+                cloud.tokens.add(token)
+                self._send(201, {"token": cloud.token()}, {"X-Subject-Token": token})
 
             def do_GET(self) -> None:
                 path = self.path.split("?")[0]
@@ -58,6 +62,9 @@ class FakeCloud:
                 }
                 if path not in routes:
                     self._send(404, {})
+                    return
+                if self.headers.get("X-Auth-Token") not in cloud.tokens:
+                    self._send(401, {"error": {"code": 401, "message": "token not valid"}})
                     return
                 key, listing = routes[path]
                 self._send(200, {key: cloud.listings[listing]})
@@ -90,6 +97,9 @@ class FakeCloud:
                 service("volumev3", "/volume/v3/p1"),
             ],
         }
+
+    def revoke(self) -> None:
+        self.tokens.clear()
 
     def __enter__(self) -> FakeCloud:
         self.thread.start()
