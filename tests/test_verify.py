@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from builder import verify
 from builder.cli import verify as cli_verify
+from builder.errors import StackseedError
 from builder.loader import load
 from builder.paths import DEFAULT_TOPOLOGY
 from builder.plan import make_plan
@@ -246,8 +247,8 @@ def test_cli_json_and_exit_code(monkeypatch, tmp_path: Path) -> None:
     results = {"rows": [Row("token", True, "ok"), Row("server", False, "no image")]}
     seen = {}
 
-    def fake_verify(plan, clouds_yaml, *, deep, timeout):
-        seen.update(clouds_yaml=clouds_yaml, deep=deep, timeout=timeout)
+    def fake_verify(plan, clouds_yaml, *, deep, timeout, on):
+        seen.update(clouds_yaml=clouds_yaml, deep=deep, timeout=timeout, on=on)
         return results["rows"]
 
     monkeypatch.setattr(cli_verify, "verify", fake_verify)
@@ -262,7 +263,18 @@ def test_cli_json_and_exit_code(monkeypatch, tmp_path: Path) -> None:
     custom = tmp_path / "mine.yaml"
     passed = runner.invoke(_group(), [*args, "--deep", "--cloud-config", str(custom)])
     assert passed.exit_code == 0, passed.output
-    assert seen == {"clouds_yaml": custom, "deep": True, "timeout": 900.0}
+    assert seen == {"clouds_yaml": custom, "deep": True, "timeout": 900.0, "on": None}
+
+    targeted = runner.invoke(_group(), [*args, "--on", "compute1"])
+    assert targeted.exit_code == 0 and seen["on"] == "compute1"
+    # Only a node that runs nova-compute can take the test server; the error says which do.
+    seen.clear()
+    wrong = runner.invoke(_group(), [*args[:-1], "--on", "block1"])
+    assert wrong.exit_code != 0 and not seen
+    # The CLI edge (builder.cli.common.invoke) prints the message and the fix of this error.
+    assert isinstance(wrong.exception, StackseedError)
+    assert "no compute node 'block1'" in wrong.exception.message
+    assert wrong.exception.fix == "pick one of: compute1"
 
     table = runner.invoke(_group(), args[:-1])
     assert "token" in table.output and "pass" in table.output
@@ -432,3 +444,66 @@ def test_the_sweep_of_an_earlier_runs_server_stops_at_novas_error_too() -> None:
     with pytest.raises(CheckFailed, match="in ERROR deleting it: DBError"):
         verify.sweep(cloud)
     assert cloud.deletes == 1 and time.monotonic() - started < 10
+
+
+def test_compute_host_is_novas_name_for_the_node() -> None:
+    services = [
+        {"binary": "nova-scheduler", "host": "controller"},
+        {"binary": "nova-compute", "host": "compute1.lab.test"},
+        {"binary": "nova-compute", "host": "compute2"},
+    ]
+    assert verify.compute_host("compute1", services) == "compute1.lab.test"
+    assert verify.compute_host("compute2", services) == "compute2"
+    with pytest.raises(CheckFailed, match=r"no nova-compute service on controller .*compute1"):
+        verify.compute_host("controller", services)
+
+
+class FakeBootCloud:
+    """openstacksdk's calls the server check makes (a fake: no cloud runs in unit tests); nova
+    puts the server on `lands_on` whatever was asked, as a scheduler that ignored it would."""
+
+    def __init__(self, lands_on: str) -> None:
+        self.lands_on = lands_on
+        self.created: dict[str, object] = {}
+        self.compute = self.image = self.network = self
+
+    def find_image(self, name: str) -> SimpleNamespace:
+        return SimpleNamespace(id="i1")
+
+    def find_flavor(self, name: str) -> SimpleNamespace:
+        return SimpleNamespace(id="f1")
+
+    def find_network(self, name: str) -> SimpleNamespace:
+        return SimpleNamespace(id="n1")
+
+    def services(self) -> list[SimpleNamespace]:
+        hosts = ("controller", "compute1", "compute2")
+        return [
+            SimpleNamespace(to_dict=lambda h=h: {"binary": "nova-compute", "host": h})
+            for h in hosts[1:]
+        ]
+
+    def create_server(self, **kwargs: object) -> SimpleNamespace:
+        self.created = kwargs
+        return SimpleNamespace(name=kwargs["name"])
+
+    def wait_for_server(self, server: SimpleNamespace, status: str, wait: int) -> SimpleNamespace:
+        return SimpleNamespace(name=server.name, compute_host=self.lands_on)
+
+
+def test_a_targeted_server_must_run_on_the_node_asked_for(plan) -> None:
+    cloud = FakeBootCloud(lands_on="compute2")
+    ctx = Context(conn=cloud, plan=plan, password="x", on="compute2")
+    assert verify.check_server(ctx).startswith("stackseed-verify-server ACTIVE on compute2 in ")
+    assert cloud.created["host"] == "compute2"
+
+    cloud = FakeBootCloud(lands_on="compute1")
+    ctx = Context(conn=cloud, plan=plan, password="x", on="compute2")
+    with pytest.raises(CheckFailed, match="ACTIVE on compute1, not on compute2"):
+        verify.check_server(ctx)
+
+    # Untargeted: the scheduler picks, and the row says where the server went.
+    cloud = FakeBootCloud(lands_on="compute1")
+    ctx = Context(conn=cloud, plan=plan, password="x")
+    assert "ACTIVE on compute1" in verify.check_server(ctx)
+    assert "host" not in cloud.created

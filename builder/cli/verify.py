@@ -20,8 +20,9 @@ from builder.cli.common import (
     timeout_option,
     topology_options,
 )
+from builder.errors import StackseedError
 from builder.fsutil import write_private
-from builder.verify import Row, all_ok, to_json, verify
+from builder.verify import Row, all_ok, nodes_joining, to_json, verify
 
 
 def table(rows: list[Row]) -> Table:
@@ -44,14 +45,33 @@ def table(rows: list[Row]) -> Table:
     is_flag=True,
     help="Also wait for the test server's console and ping its floating IP from the host.",
 )
+@click.option(
+    "--on",
+    "on_node",
+    metavar="NODE",
+    help="Boot the test server on this compute node (a host-targeted boot that still passes the "
+    "scheduler), e.g. a firmware-booted or plain node. Default: where the scheduler puts it.",
+)
 @cloud_config_option
 @timeout_option(900.0, "Seconds to wait for each slow step (server ACTIVE, volume status).")
 def verify_command(
-    lab: Lab, as_json: bool, deep: bool, cloud_config: Path | None, timeout: float
+    lab: Lab,
+    as_json: bool,
+    deep: bool,
+    on_node: str | None,
+    cloud_config: Path | None,
+    timeout: float,
 ) -> None:
     """Prove the lab is a working cloud: services, agents, Horizon, a server and a volume."""
+    if on_node is not None:
+        computes = nodes_joining(lab.plan, "hypervisor")
+        if on_node not in computes:
+            raise StackseedError(
+                f"--on {on_node}: {lab.topology_file} has no compute node {on_node!r}",
+                fix=f"pick one of: {', '.join(computes) or 'none (no node has a compute role)'}",
+            )
     clouds_yaml = cloud_config or lab.state.clouds_yaml
-    rows = verify(lab.plan, clouds_yaml, deep=deep, timeout=timeout)
+    rows = verify(lab.plan, clouds_yaml, deep=deep, timeout=timeout, on=on_node)
     ok = all_ok(rows)
     record = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "ok": ok}
     # `lab snapshot` reads it; it never makes a state directory nor fails verify.
