@@ -8,11 +8,15 @@ another instance-id) is put in its place and the node rebooted again; its own se
 the end. After each reboot the node must be the same: hostname, addresses, SSH host key,
 cloud-init instance-id, and no first-boot phase run again. About 10 minutes under TCG (two
 reboots). Run with `pytest -m e2e tests/test_seed_removed_live.py`.
+
+A server's case, a firmware-booted node with its seed on a SATA CD and a whole-disk image grown
+by growpart: STACKSEED_SEED_TOPOLOGY=bench/topologies/plain.yaml STACKSEED_SEED_NODE=compute2.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -24,7 +28,8 @@ from conftest import DEFAULT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.libvirt]
 URI = "qemu:///system"
-NODE = "compute1"
+TOPOLOGY = Path(os.environ.get("STACKSEED_SEED_TOPOLOGY", DEFAULT))
+NODE = os.environ.get("STACKSEED_SEED_NODE", "compute1")
 OTHER = "block1"  # whose seed stands in for "another cidata medium"
 SEED_TARGET = "sda"  # the seed CD of a kernel-booted node (vms/templates/domain.xml.j2)
 BOOT_TIMEOUT = 1200.0  # a TCG reboot with OpenStack services starting
@@ -37,7 +42,7 @@ def lab() -> Iterator[tuple]:
     from builder.plan import make_plan
     from builder.state import LabState
 
-    plan = make_plan(load(DEFAULT))
+    plan = make_plan(load(TOPOLOGY))
     state = LabState(state_root() / plan.lab)
     if not state.ssh_key.exists():
         pytest.skip(f"no lab up with its state in {state_root()}")
@@ -164,8 +169,9 @@ def test_node_keeps_its_identity_without_its_seed_and_with_another(lab: tuple) -
 
 
 def test_compute_root_disk_is_its_root_size_and_offered_to_instances(lab: tuple) -> None:
-    """Acceptance of item 5: compute1's 20 GiB root (the role's default) is its disk, its root
-    filesystem, and what placement offers nova's instances as DISK_GB."""
+    """Acceptance of item 5: the node's root_size (compute's default: 20 GiB) is its disk, its
+    root filesystem (on a whole-disk image: its root partition, grown), and what placement
+    offers nova's instances as DISK_GB."""
     plan, state, _own = lab
     want = plan.node(NODE).root_size
     disk = int(_on_node(lab, "lsblk", "-bdno", "SIZE", "/dev/vda"))
