@@ -20,6 +20,8 @@ from builder.topology import Network, Node, Topology
 # QEMU's locally administered OUI: what libvirt itself hands out.
 _OUI = "52:54:00"
 MAX_CPU_SHARES = 262144  # cgroup v1 cpu.shares, the largest libvirt takes
+WAIT_SECONDS = 1800.0  # `lab up --wait` on role images: a TCG first boot, with room to spare
+PLAIN_INSTALL_SECONDS = 2400.0  # more when a node installs its packages first (image: plain)
 
 
 def _digest(*parts: str) -> bytes:
@@ -125,6 +127,13 @@ class Plan:
             if node.name == name:
                 return node
         raise KeyError(name)
+
+    def wait_seconds(self, names: list[str]) -> float:
+        """`lab up --wait`'s default bound for these nodes: a plain node's first boot installs
+        its role's packages first (about 400 under TCG, 35-40 minutes here beside the rest)."""
+        if any(node.plain for node in self.nodes if node.name in names):
+            return WAIT_SECONDS + PLAIN_INSTALL_SECONDS
+        return WAIT_SECONDS
 
     def libvirt_name(self, name: str) -> str:
         """Domain, network and volume names carry the lab name so labs never collide."""

@@ -96,3 +96,14 @@ def test_facts_describe_cluster_without_secrets() -> None:
     assert facts["provider"]["pool"] == ["203.0.113.101", "203.0.113.250"]
     assert [n["name"] for n in facts["nodes"]] == ["controller", "compute1", "block1"]
     assert facts["node"]["tunnel_ip"] == "10.0.0.31"
+
+
+def test_waiting_allows_a_plain_node_its_package_install() -> None:
+    from conftest import REPO
+
+    plain = make_plan(load(REPO / "bench/topologies/plain.yaml"))
+    role_images = [n.name for n in plain.nodes if not n.plain]
+    assert [n.name for n in plain.nodes if n.plain] == ["compute2"]
+    assert plain.wait_seconds([n.name for n in plain.nodes]) > plain.wait_seconds(role_images)
+    assert plain.wait_seconds(role_images) == make_plan(load(DEFAULT)).wait_seconds(["controller"])
+    assert plain.wait_seconds(["compute2", "not-a-node"]) == plain.wait_seconds(["compute2"])

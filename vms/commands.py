@@ -71,7 +71,12 @@ def _accel(conn: libvirt.virConnect, uri: str, requested: str, kernel: Path | No
     show_default=True,
     help="With --wait: first boot complete, or only cloud-init's final stage begun.",
 )
-@click.option("--timeout", type=float, default=1800, show_default=True, help="Seconds to --wait.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=None,
+    help="Seconds to --wait [default: 1800; 4200 when a node is plain and installs its packages].",
+)
 @click.option(
     "--nat",
     is_flag=True,
@@ -106,7 +111,7 @@ def up(
     accel: str,
     wait: bool,
     until: str,
-    timeout: float,
+    timeout: float | None,
     nat: bool,
     only: tuple[str, ...],
     images_dir: Path | None,
@@ -114,6 +119,8 @@ def up(
     from_snapshot: str | None,
 ) -> None:
     """Create (or converge) the lab's networks, disks and VMs, and start them."""
+    if timeout is None:
+        timeout = lab.plan.wait_seconds(list(only) or [n.name for n in lab.plan.nodes])
     if from_snapshot is not None:
         _up_from(lab, connect, from_snapshot, accel, only, images_dir, pool_dir, nat, timeout)
         return

@@ -101,11 +101,13 @@ def _fail(state: LabState, name: str, node: Progress, why: str, *, timed_out: bo
         if node.later
         else "firstboot.log' shows first boot's own log"
     )
+    # A node past the bound has not failed: it goes on without anyone watching.
+    again = "; it carries on meanwhile: 'lab up --wait' follows it again" if timed_out else ""
     raise error(
         f"node {name} {why}\nlast lines of its console:\n{shown}",
         fix=(
             f"'lab console {name}' shows the whole console log; if the node boots, "
-            f"'lab ssh {name} sudo tail -n 60 /var/log/stackseed/{own}"
+            f"'lab ssh {name} sudo tail -n 60 /var/log/stackseed/{own}{again}"
         ),
         log=str(path),
     )
