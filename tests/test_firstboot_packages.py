@@ -136,6 +136,9 @@ def test_installs_the_role_packages_from_the_lab_repository_only(node: Path) -> 
         "after hook",
         "systemctl --no-reload disable nova-compute.service",
         "systemctl is-enabled nova-compute.service",
+        # The reloads policy-rc.d refused the packages: new units, new D-Bus policies.
+        "systemctl daemon-reload",
+        "systemctl reload dbus.service",
         "apt-get clean",
     ]
     positions = [seen.index(step) for step in order]

@@ -108,6 +108,14 @@ apt-get -q -y --no-install-recommends "${dpkg_options[@]}" install "${wanted[@]}
 
 run_hooks after
 
+# policy-rc.d refused the reloads the packages asked for too. systemd learns the new units, and
+# D-Bus the new services' bus policies: without them polkitd may not own its bus name and exits,
+# and libvirt, which asks polkit, then refuses nova-compute.
+systemctl daemon-reload
+if systemctl -q is-active dbus.service; then
+    systemctl reload dbus.service
+fi
+
 mapfile -t absent < <(missing)
 [ "${#absent[@]}" -eq 0 ] || fail "still missing after the install: ${absent[*]}"
 # The image carries no .debs; neither does the node once they are installed.
