@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -81,7 +82,8 @@ def _on_node(lab: tuple, *command: str, timeout: float = 120) -> str:
     from vms import ssh
 
     plan, state, _own = lab
-    done = ssh.run(plan, state, NODE, command, timeout=timeout)
+    # ssh hands the node's shell one command line: quoted, an argument stays one argument.
+    done = ssh.run(plan, state, NODE, (shlex.join(command),), timeout=timeout)
     assert done.returncode == 0, f"{' '.join(command)} on {NODE}: {done.stderr}"
     return done.stdout.strip()
 
@@ -96,7 +98,7 @@ def _identity(lab: tuple) -> dict[str, str]:
         "instance-id": _on_node(lab, "cat", "/run/cloud-init/.instance-id"),
         "cached instance-id": _on_node(lab, "cat", "/var/lib/cloud/data/instance-id"),
         "firstboot.log": _on_node(lab, "sudo", "sha256sum", "/var/log/stackseed/firstboot.log"),
-        "phases done": _on_node(lab, "ls", "/var/lib/stackseed/done"),
+        "phases done": _on_node(lab, "sudo", "ls", "/var/lib/stackseed/done"),
     }
 
 
