@@ -47,6 +47,11 @@ case " $* " in
     fi
     apt=$STACKSEED_ROOT/etc/apt
     ls -A "$apt" "$apt/sources.list.d" >"$FAKE/sources-at-install"
+    if { true >&3; } 2>/dev/null; then  # APT::Status-Fd=3, as apt writes it
+        printf 'dlstatus:alpha:0.0000:Retrieving file 1 of 2\n' >&3
+        printf 'pmstatus:alpha:12.5000:Unpacking alpha\npmstatus:gamma:17.5:Unpacking gamma\n' >&3
+        printf 'pmstatus:gamma:100:Installed gamma\n' >&3
+    fi
     [ -e "$FAKE/install-fails" ] && { echo "E: broken" >&2; exit 100; }
     for arg in "$@"; do
         case "$arg" in -* | install) ;; *) echo "$arg" >>"$FAKE/installed" ;; esac
@@ -144,6 +149,14 @@ def test_installs_the_role_packages_from_the_lab_repository_only(node: Path) -> 
     positions = [seen.index(step) for step in order]
     assert positions == sorted(positions), seen
     assert seen.count("apt-get -q update --error-on=any") == 2  # retried
+    assert "-o APT::Status-Fd=3" in install
+    # apt's status lines become one progress line per tenth, for the console's marker.
+    headway = [line for line in result.stdout.splitlines() if "progress: " in line]
+    assert headway == [
+        "[05-packages] progress: downloading 0%",
+        "[05-packages] progress: installing 10%",
+        "[05-packages] progress: installing 100%",
+    ]
     # While installing, and after: the lab's repository is the one apt source.
     at_install = (node / "fake" / "sources-at-install").read_text().split()
     assert "sources.list" not in at_install and "debian.sources" not in at_install

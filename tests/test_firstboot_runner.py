@@ -200,3 +200,19 @@ def test_a_failed_first_boot_does_not_flag_the_services_ready(root: Root) -> Non
     root.phase("10-bad.sh", 'fail "no"')
     assert root.run().returncode != 0
     assert not (root.base / "run/stackseed").exists()
+
+
+def test_progress_lines_reach_the_console_as_markers(root: Root) -> None:
+    root.phase("05-long.sh", 'echo "unpacking"; progress "installing 40%"; echo "more"')
+
+    result = root.run()
+
+    assert result.returncode == 0, result.stderr
+    assert root.console_lines() == [
+        "STACKSEED node=node7 phase=05-long status=start",
+        "STACKSEED node=node7 phase=05-long status=progress installing 40%",
+        "STACKSEED node=node7 phase=05-long status=done",
+        "STACKSEED node=node7 phase=firstboot status=done",
+    ]
+    assert "[05-long] progress: installing 40%" in root.log.read_text()
+    assert "unpacking" not in root.console.read_text()

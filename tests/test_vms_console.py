@@ -311,3 +311,23 @@ def test_after_a_reboot_request_the_old_boots_ready_does_not_count(tmp_path: Pat
     assert wait_for_new_boot(log, 1, 30, clock=clock, sleep=new_kernel_at_12s) == 12
     progress = scan(log.read_text())
     assert progress.boots == 2 and not progress.reached("ready")
+
+
+def test_a_phases_progress_shows_beside_it_until_it_ends():
+    lines = BOOT + (
+        "STACKSEED node=compute2 phase=05-packages status=start\n"
+        "STACKSEED node=compute2 phase=05-packages status=progress installing 40%\r\n"
+    )
+    assert scan(lines).phase == "firstboot:05-packages (installing 40%)"
+    newer = lines + "STACKSEED node=compute2 phase=05-packages status=progress installing 50%\n"
+    assert scan(newer).phase == "firstboot:05-packages (installing 50%)"
+    # A progress line is no phase marker: the phase is still running, the node not ready.
+    assert scan(newer).running == ["05-packages"] and not scan(newer).reached("ready")
+    ended = newer + (
+        "STACKSEED node=compute2 phase=05-packages status=done\n"
+        "STACKSEED node=compute2 phase=10-base status=start\n"
+    )
+    assert scan(ended).phase == "firstboot:10-base"
+    # A stray progress line of a phase not running (an old boot's) changes nothing.
+    stray = ended + "STACKSEED node=compute2 phase=05-packages status=progress installing 90%\n"
+    assert scan(stray).phase == "firstboot:10-base"

@@ -27,6 +27,8 @@ MARKER = re.compile(
     r"STACKSEED node=(?P<node>\S+) phase=(?P<phase>\S+) "
     r"status=(?P<status>start|done|fail|interrupted)\b"
 )
+# A long phase's headway (lib.sh's progress()), shown beside the phase's name.
+HEADWAY = re.compile(r"STACKSEED node=\S+ phase=(?P<phase>\S+) status=progress (?P<text>.+?)\s*$")
 SERVICES = re.compile(
     r"STACKSEED node=(?P<node>\S+) services=(?P<phase>\S+) "
     r"status=(?P<status>start|up|late|ready|fail)\b"
@@ -74,6 +76,7 @@ class Progress:
     services: str | None = None  # None: no walk seen this boot; 'running', 'ready', 'fail'
     starting: list[str] = field(default_factory=list)  # phases the walk is bringing up
     late: list[str] = field(default_factory=list)  # phases the walk gave up waiting for
+    headway: dict[str, str] = field(default_factory=dict)  # running phase -> its last progress
 
     def feed(self, line: str) -> None:
         marker = MARKER.search(line)
@@ -85,6 +88,9 @@ class Progress:
             self.failed = None
         if marker:
             self._marker(marker["phase"], marker["status"], line)
+        elif (news := HEADWAY.search(line)) and news["phase"] in self.running:
+            self.headway[news["phase"]] = news["text"]
+            self._set(self._firstboot_shown(self.running))
         elif walk := SERVICES.search(line):
             self._services(walk["phase"], walk["status"], line)
         elif stage := CLOUD_INIT_STAGE.search(line):
@@ -108,6 +114,7 @@ class Progress:
         elif KERNEL.search(line):
             self.boots += 1
             self.running.clear()
+            self.headway.clear()
             if self.firstboot == "done":
                 self.later = True
             self.services = None
@@ -141,11 +148,16 @@ class Progress:
                 self.running.append(phase)
             elif phase in self.running:
                 self.running.remove(phase)
+            self.headway.pop(phase, None)
             # A failed phase is named alone; otherwise every phase still running is shown.
             shown = self.running if self.running and status != "fail" else [phase]
-            self._set(f"firstboot:{', '.join(shown)}")
+            self._set(self._firstboot_shown(shown))
         if status == "fail":
             self.failed = line.strip()
+
+    def _firstboot_shown(self, phases: list[str]) -> str:
+        named = [f"{p} ({self.headway[p]})" if p in self.headway else p for p in phases]
+        return f"firstboot:{', '.join(named)}"
 
     def _services(self, phase: str, status: str, line: str) -> None:
         if phase == "all":

@@ -22,6 +22,12 @@ log() {
     printf '[%s] %s\n' "$STACKSEED_PHASE" "$*"
 }
 
+# A long phase's headway ("installing 40%"): logged like any line, and the runner repeats it on
+# the console as a `status=progress` marker, which `lab up --wait` shows beside the phase.
+progress() {
+    printf '[%s] progress: %s\n' "$STACKSEED_PHASE" "$*"
+}
+
 # Fails the phase with one line that says what went wrong; the runner shows it on the console.
 fail() {
     printf '[%s] ERROR: %s\n' "$STACKSEED_PHASE" "$*" >&2
