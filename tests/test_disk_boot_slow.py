@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
-import time
-import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 
 from builder.images.contract import ImageInfo, find_disk_image
+from vms.diskboot import boot_disk, missing_tools
 from vms.firmware import firmware
 
 pytestmark = pytest.mark.slow
@@ -32,19 +29,7 @@ pytestmark = pytest.mark.slow
 ROLE = os.environ.get("STACKSEED_DISK_BOOT_ROLE", "compute")
 BUILD_TIMEOUT = 60 * 60
 BOOT_TIMEOUT = 20 * 60
-SECURE_BOOT_VAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
-REPORT = (
-    'printf "STACKSEED-EFI=%s\\n" "$(test -d /sys/firmware/efi && echo yes || echo no)"; '
-    'printf "STACKSEED-CMDLINE=%s\\n" "$(cat /proc/cmdline)"; '
-    f'printf "STACKSEED-SB=%s\\n" "$(od -An -t u1 {SECURE_BOOT_VAR} 2>/dev/null '
-    "| awk '{print $NF}')\""
-)
-MISSING = [
-    str(path)
-    for kind in ("uefi", "uefi-secure")
-    for path in (firmware(kind).code, firmware(kind).vars)
-    if not path.is_file()
-] + [tool for tool in ("qemu-system-x86_64", "xorriso") if shutil.which(tool) is None]
+MISSING = missing_tools()
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -69,22 +54,6 @@ def image() -> ImageInfo:
     return find_disk_image("trixie", ROLE)
 
 
-def _seed(directory: Path) -> Path:
-    directory.mkdir()
-    (directory / "meta-data").write_text(
-        f"instance-id: disk-{uuid.uuid4().hex[:8]}\nlocal-hostname: disktest\n"
-    )
-    user_data = {"runcmd": [["sh", "-c", f"({REPORT}) > /dev/ttyS0"]]}
-    (directory / "user-data").write_text("#cloud-config\n" + yaml.safe_dump(user_data))
-    iso = directory.parent / "seed.iso"
-    subprocess.run(
-        ["xorriso", "-as", "mkisofs", "-quiet", "-V", "cidata", "-J", "-R", "-o", str(iso)]
-        + [str(directory / name) for name in ("meta-data", "user-data")],
-        check=True,
-    )
-    return iso
-
-
 @pytest.mark.skipif(bool(MISSING), reason=f"needs {', '.join(MISSING)}")
 @pytest.mark.parametrize(("kind", "seed_bus"), [("uefi", "cdrom"), ("uefi-secure", "usb")])
 def test_whole_disk_image_boots_under_ovmf(
@@ -92,55 +61,11 @@ def test_whole_disk_image_boots_under_ovmf(
 ) -> None:
     assert image.disk is not None and image.disk_path is not None
     fw = firmware(kind)
-    overlay = tmp_path / "overlay.qcow2"
-    backing = ["-F", "qcow2", "-b", str(image.disk_path)]
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", *backing, str(overlay)], check=True)
-    nvram = tmp_path / "VARS.fd"
-    shutil.copy(fw.vars, nvram)  # fresh NVRAM: no boot entries, the removable path boots
-    iso = _seed(tmp_path / "seed")
-    serial = tmp_path / "serial.log"
-    machine = "q35,accel=tcg" + (",smm=on" if fw.secure else "")
-    cmd = ["qemu-system-x86_64", "-machine", machine, "-m", "2048", "-display", "none"]
-    cmd += ["-monitor", "none", "-serial", f"file:{serial}"]
-    if fw.secure:
-        cmd += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
-    cmd += [
-        "-drive",
-        f"if=pflash,format=raw,unit=0,readonly=on,file={fw.code}",
-        "-drive",
-        f"if=pflash,format=raw,unit=1,file={nvram}",
-        "-drive",
-        f"if=none,id=root,format=qcow2,file={overlay}",
-        "-device",
-        "virtio-blk-pci,drive=root,bootindex=1",
-        "-drive",
-        f"if=none,id=seed,format=raw,readonly=on,file={iso}",
-    ]
-    if seed_bus == "usb":
-        cmd += ["-device", "qemu-xhci", "-device", "usb-storage,drive=seed,removable=on"]
-    else:
-        cmd += ["-device", "ide-cd,drive=seed,bus=ide.0"]  # q35's AHCI (SATA) controller
-    # restrict=on: the guest gets DHCP but can reach nothing outside.
-    cmd += ["-nic", "user,model=e1000e,restrict=on"]
-
-    started = time.monotonic()
-    vm = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    done = re.compile(r"STACKSEED-SB=")
-    text = ""
-    try:
-        while time.monotonic() - started < BOOT_TIMEOUT:
-            text = serial.read_text(errors="replace") if serial.exists() else ""
-            if done.search(text) or vm.poll() is not None:
-                break
-            time.sleep(2)
-    finally:
-        vm.kill()
-        _, stderr = vm.communicate()
-    elapsed = time.monotonic() - started
+    boot = boot_disk(image.disk_path, tmp_path, kind=kind, seed_bus=seed_bus, timeout=BOOT_TIMEOUT)
+    text, elapsed, stderr = boot.serial, boot.seconds, boot.qemu_stderr
     tail = "\n".join(text.splitlines()[-40:])
-    assert done.search(text), (
-        f"{kind}: no report from the guest after {elapsed:.0f} s:\n{tail}\n"
-        f"qemu: {stderr.decode(errors='replace')[-2000:]}"
+    assert boot.reported, (
+        f"{kind}: no report from the guest after {elapsed:.0f} s:\n{tail}\nqemu: {stderr[-2000:]}"
     )
     assert f"stackseed {ROLE} (Debian trixie" in text, "grub's menu never showed on the serial"
     assert "STACKSEED-EFI=yes" in text
