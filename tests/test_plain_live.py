@@ -54,7 +54,8 @@ def _on(lab: tuple, node: str, script: str, timeout: float = 120) -> str:
     from vms import ssh
 
     plan, state, _plain = lab
-    done = ssh.run(plan, state, node, ("sudo", "bash", "-c", script), timeout=timeout)
+    # ssh hands the node's shell one command line: the script quoted stays one argument.
+    done = ssh.run(plan, state, node, (f"sudo bash -c {shlex.quote(script)}",), timeout=timeout)
     assert done.returncode == 0, f"{script!r} on {node}: {done.stderr}"
     return done.stdout
 
