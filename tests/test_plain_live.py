@@ -142,7 +142,9 @@ def test_record_the_package_phase_times(lab: tuple) -> None:
     for node in lab[2]:
         log = _on(lab, node.name, "cat /var/log/stackseed/firstboot.log", timeout=300)
         start, end = _phase_times(log, node.name, "05-packages")
-        count = len(re.findall(r"^Setting up ", log, re.M))
+        # firstboot.log prefixes each of the phase's lines with its name.
+        count = len(re.findall(r"^\[05-packages\] Setting up ", log, re.M))
+        assert count > 0, f"{node.name}: no package set up in its firstboot.log"
         results[node.name] = {
             "role": node.role,
             "packages_phase_seconds": (end - start).total_seconds(),

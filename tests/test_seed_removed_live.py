@@ -11,6 +11,8 @@ reboots). Run with `pytest -m e2e tests/test_seed_removed_live.py`.
 
 A server's case, a firmware-booted node with its seed on a SATA CD and a whole-disk image grown
 by growpart: STACKSEED_SEED_TOPOLOGY=bench/topologies/plain.yaml STACKSEED_SEED_NODE=compute2.
+The test ends when cloud-init has, not the node's services: `lab up --wait` follows the node
+until they are back (a `lab verify` run at once finds its agents not yet alive).
 """
 
 from __future__ import annotations
