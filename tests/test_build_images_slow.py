@@ -24,6 +24,7 @@ import yaml
 from builder.fsutil import write_private
 from builder.images.contract import ImageInfo, find_image
 from builder.paths import cache_root, state_root
+from vms.diskboot import run_until_serial
 
 pytestmark = pytest.mark.slow
 
@@ -309,20 +310,8 @@ def test_boots_to_cloud_init_final_under_tcg(image: ImageInfo, tmp_path: Path) -
         "-serial",
         f"file:{serial}",
     ]
-    started = time.monotonic()
-    vm = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     final = re.compile(r"Cloud-init v\. \S+ finished at .*Datasource DataSourceNoCloud")
-    text = ""
-    try:
-        while time.monotonic() - started < BOOT_TIMEOUT:
-            text = serial.read_text(errors="replace") if serial.exists() else ""
-            if final.search(text) or vm.poll() is not None:
-                break
-            time.sleep(2)
-    finally:
-        vm.kill()
-        vm.wait()
-    elapsed = time.monotonic() - started
+    text, elapsed, _stderr = run_until_serial(cmd, serial, final, BOOT_TIMEOUT)
     tail = "\n".join(text.splitlines()[-40:])
     assert final.search(text), f"no cloud-init final stage after {elapsed:.0f} s:\n{tail}"
     assert "STACKSEED-TEST-RUNCMD" in text

@@ -103,21 +103,28 @@ def boot_disk(
     # restrict=on: the guest gets DHCP but can reach nothing outside.
     cmd += ["-nic", "user,model=e1000e,restrict=on"]
 
+    text, seconds, stderr = run_until_serial(cmd, serial, REPORTED, timeout)
+    return DiskBoot(
+        reported=bool(REPORTED.search(text)), seconds=seconds, serial=text, qemu_stderr=stderr
+    )
+
+
+def run_until_serial(
+    cmd: list[str], serial: Path, done: re.Pattern[str], timeout: float
+) -> tuple[str, float, str]:
+    """Runs QEMU (`cmd`, writing its serial port to `serial`) until the serial text matches
+    `done`, QEMU exits or `timeout` passes, then kills it: the serial text, the seconds it ran
+    and QEMU's stderr."""
     started = time.monotonic()
     vm = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     text = ""
     try:
         while time.monotonic() - started < timeout:
             text = serial.read_text(errors="replace") if serial.exists() else ""
-            if REPORTED.search(text) or vm.poll() is not None:
+            if done.search(text) or vm.poll() is not None:
                 break
             time.sleep(2)
     finally:
         vm.kill()
         _, stderr = vm.communicate()
-    return DiskBoot(
-        reported=bool(REPORTED.search(text)),
-        seconds=time.monotonic() - started,
-        serial=text,
-        qemu_stderr=stderr.decode(errors="replace"),
-    )
+    return text, time.monotonic() - started, stderr.decode(errors="replace")
