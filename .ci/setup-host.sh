@@ -11,6 +11,8 @@ APT_PACKAGES=(
   # the lab: libvirt, QEMU, and the headers libvirt-python compiles against
   libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc python3-dev
   qemu-system-x86 dnsmasq-base iproute2 openssh-client
+  # firmware-booted nodes (boot: firmware) and the whole-disk boot tests: UEFI, Secure Boot
+  ovmf
   # lab verify --deep pings the test server's floating IP from the host
   iputils-ping
   # plain nodes' package repository: signed with the lab's own key (gpg; the agent holds the
