@@ -56,14 +56,6 @@ conf_private nova "$conf"
 install -d -o nova -g nova -m 0750 /var/lib/nova/tmp
 
 svc_start libvirtd
-# libvirt asks polkit whether nova (group libvirt) may use its socket. D-Bus starts polkit on
-# that first request and gives it 25 s, which a TCG node busy starting its agents can miss:
-# nova-compute then stops with HypervisorUnavailable (seen on a plain node's first boot).
-# Started here, polkit is on the bus before nova-compute asks. Without polkit installed,
-# libvirt goes by the socket's group alone.
-if systemctl cat polkit.service >/dev/null 2>&1; then
-    systemctl start polkit.service
-fi
 # nova-compute reports ready only once nova-conductor answers it over RPC. The controller starts
 # nova-api after its conductor, so the API answering means the RPC peer is there.
 wait_for "nova-api at $ctl:8774" "$PEER_TIMEOUT" probe_http "http://$ctl:8774/" 200 300
