@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import write_section
-from builder.images.contract import find_disk_image, find_image
+from builder.images.contract import find_disk_image
 from vms.diskboot import boot_disk, missing_tools
 
 
@@ -66,7 +66,7 @@ def main() -> None:
         if rc != 0:
             raise SystemExit(f"build-images --role {role} failed (exit {rc}):\n{output[-3000:]}")
         rootfs_s, disk_s = seconds(role, output)
-        image, disk = find_image(args.release, role), find_disk_image(args.release, role)
+        disk = find_disk_image(args.release, role)
         assert disk.disk_path is not None
         print(f"{role}: booting {disk.disk_path.name} under OVMF (TCG)", flush=True)
         with tempfile.TemporaryDirectory(prefix="bench-disk-") as work:
@@ -77,7 +77,7 @@ def main() -> None:
         row = {
             "role": role,
             "rootfs_s": rootfs_s,
-            "rootfs_mib": f"{mib(image.rootfs_path):.0f}",
+            "rootfs_mib": f"{mib(disk.rootfs_path):.0f}",
             "disk_s": disk_s,
             "disk_mib": f"{mib(disk.disk_path):.0f}",
             "virtual_gib": f"{(disk.disk.size if disk.disk else 0) / (1 << 30):.1f}",

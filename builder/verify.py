@@ -68,9 +68,8 @@ class Context:
     password: str
     timeout: float = 900.0
     deep: bool = False
-    on: str | None = (
-        None  # the compute node the test server must run on (None: the scheduler's pick)
-    )
+    # The compute node the test server must run on; None: wherever the scheduler puts it.
+    on: str | None = None
     server: Any = None
     volume: Any = None
     floating_ip: Any = None

@@ -69,6 +69,9 @@ def exec_ssh(plan: Plan, state: LabState, node: str, remote: tuple[str, ...]) ->
 def run(
     plan: Plan, state: LabState, node: str, remote: tuple[str, ...], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
+    """`remote` as ssh takes it: words of one command line that the node's shell splits again
+    (ssh joins them with spaces). An argument that must stay whole is quoted by the caller
+    (shlex.join / shlex.quote)."""
     argv = command(plan, state, node, remote)
     log.debug("%s", shlex.join(argv))
     return subprocess.run(
