@@ -7,7 +7,7 @@ first boot from and stackseed-services every later boot's services."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,15 @@ BACKENDS = ("openvswitch", "linuxbridge")
 PROBES = {"tcp": (1, 1), "http": (1, 9), "address": (2, 2), "joined": (0, 0)}
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 PLACEHOLDERS = ("ip", "controller")
-KEYS = ("needs", "seconds", "units", "then", "wait", "up", "run")
+COMMON_KEYS = ("needs", "seconds", "units", "then", "wait", "up", "run")
+# `service`: the optional service a role phase belongs to (lab.enable turns it on).
+KEYS = (*COMMON_KEYS, "service")
+SERVICE_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
 SERVICE_KEYS = ("units", "then", "wait", "up", "run")
 # phases.yaml's top-level key for the phases an image adds (every other key is a role), and
 # the key only those phases may have besides KEYS.
 IMAGES = "images"
-IMAGE_KEYS = (*KEYS, "first")
+IMAGE_KEYS = (*COMMON_KEYS, "first")
 
 # A unit by name, or by neutron backend ({openvswitch: ..., linuxbridge: ...}).
 UnitSpec = str | Mapping[str, str]
@@ -71,6 +74,29 @@ class PhaseTable:
     seconds: Mapping[str, float]
     services: Mapping[str, Services] = field(default_factory=dict)
     unknown: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # misspelt keys
+    optional: Mapping[str, str] = field(default_factory=dict)  # phase -> its optional service
+
+    def disabled(self, enabled: Collection[str]) -> set[str]:
+        """The optional phases a lab that enables only `enabled` leaves out."""
+        return {name for name, service in self.optional.items() if service not in enabled}
+
+    def with_services(self, enabled: Collection[str]) -> PhaseTable:
+        """The table without the optional phases whose service is not enabled. No phase needs
+        an optional one (problems() says so), so no remaining edge points at a dropped phase."""
+        gone = self.disabled(enabled)
+        if not gone:
+            return self
+        return replace(
+            self,
+            needs={
+                n: tuple(x for x in v if x not in gone)
+                for n, v in self.needs.items()
+                if n not in gone
+            },
+            seconds={n: v for n, v in self.seconds.items() if n not in gone},
+            services={n: v for n, v in self.services.items() if n not in gone},
+            optional={n: v for n, v in self.optional.items() if n not in gone},
+        )
 
     def as_json(self, backend: str = BACKENDS[0]) -> dict[str, Any]:
         """What the node reads (phases.json): plain JSON, the runner needs no YAML; every unit
@@ -137,6 +163,9 @@ def parse(raw: Mapping[str, Any]) -> dict[str, PhaseTable]:
             seconds={name: float(entry.get("seconds", 0)) for name, entry in phases.items()},
             services={name: _services(entry) for name, entry in phases.items()},
             unknown=_unknown(phases, KEYS),
+            optional={
+                name: entry["service"] for name, entry in phases.items() if "service" in entry
+            },
         )
     return tables
 
@@ -183,6 +212,7 @@ def with_image(table: PhaseTable, extra: ImagePhases) -> PhaseTable:
         seconds={**extra.seconds, **table.seconds},
         services={**extra.services, **table.services},
         unknown={**extra.unknown, **table.unknown},
+        optional=table.optional,
     )
 
 
@@ -230,6 +260,16 @@ def problems(table: PhaseTable, scripts: Sequence[str]) -> list[str]:
         found.append(
             f"{table.role}: {name} has unknown keys {', '.join(keys)} (known: {', '.join(KEYS)})"
         )
+    for name, service in sorted(table.optional.items()):
+        if not isinstance(service, str) or not SERVICE_NAME.fullmatch(service):
+            found.append(f"{table.role}: {name}: service {service!r} is not a name like 'etcd'")
+    for name, needs in sorted(table.needs.items()):
+        for need in needs:
+            if need in table.optional and name not in table.optional:
+                found.append(
+                    f"{table.role}: {name} needs {need}, which runs only where lab.enable "
+                    f"names {table.optional[need]}"
+                )
     found.extend(service_problems(table))
     return found
 
@@ -320,9 +360,15 @@ TABLES: dict[str, PhaseTable] = load()
 IMAGE_PHASES: dict[str, ImagePhases] = load_images()
 
 
-def table_for(role: str, image: str | None = None) -> PhaseTable:
+def optional_services() -> set[str]:
+    """Every service lab.enable may name: those of the optional phases of any role."""
+    return {service for table in TABLES.values() for service in table.optional.values()}
+
+
+def table_for(role: str, image: str | None = None, enabled: Collection[str] = ()) -> PhaseTable:
     """The table a node of `role` carries: the role's own on its role image (image None or
-    the role's name), with the image's phases added on any other."""
+    the role's name), with the image's phases added on any other; optional phases only for
+    the services in `enabled`."""
     try:
         table = TABLES[role]
     except KeyError:
@@ -330,6 +376,7 @@ def table_for(role: str, image: str | None = None) -> PhaseTable:
             f"role {role} has no first-boot phase table",
             fix=f"add '{role}:' with its phases and their needs to builder/data/phases.yaml",
         ) from None
+    table = table.with_services(enabled)
     if image is None or image == role:
         return table
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import yaml
 from builder import plain
 from builder.aptrepo import ensure_key
 from builder.paths import TEMPLATES
-from builder.phases import table_for
+from builder.phases import TABLES, table_for
 from builder.plan import Plan, PlannedNode, node_facts
 from builder.sshkeys import ensure_keypair
 from builder.state import LabState
@@ -102,10 +103,15 @@ def phases(role: str) -> list[tuple[str, str]]:
     return [(p.name, p.read_text()) for p in sorted(scripts, key=lambda p: p.name)]
 
 
-def node_phases(node: PlannedNode) -> list[tuple[str, str]]:
-    """The node's first-boot phases: its role's, after the package install on a plain node."""
+def node_phases(node: PlannedNode, enabled: Collection[str] = ()) -> list[tuple[str, str]]:
+    """The node's first-boot phases: its role's, after the package install on a plain node;
+    an optional service's phase only where `enabled` (lab.enable) names its service."""
     extra = [plain.phase()] if node.plain else []
-    return [*extra, *phases(node.role)]
+    gone = TABLES[node.role].disabled(enabled)
+    return [
+        *extra,
+        *((name, text) for name, text in phases(node.role) if name.removesuffix(".sh") not in gone),
+    ]
 
 
 def plain_context(plan: Plan, node: PlannedNode, keys: LabKeys) -> dict[str, Any] | None:
@@ -151,9 +157,11 @@ def render_node(
         "joined": (FIRSTBOOT / "stackseed-joined").read_text(),
         "cloud": (FIRSTBOOT / "stackseed-cloud").read_text(),
         "workers": (FIRSTBOOT / "stackseed-workers").read_text(),
-        "phases": node_phases(node),
+        "phases": node_phases(node, plan.topology.lab.enable),
         "phase_table": json.dumps(
-            table_for(node.role, node.image_name).as_json(plan.topology.lab.neutron_backend),
+            table_for(node.role, node.image_name, plan.topology.lab.enable).as_json(
+                plan.topology.lab.neutron_backend
+            ),
             indent=2,
         )
         + "\n",

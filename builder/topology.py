@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from builder.phases import optional_services
 from builder.plain import IMAGE as PLAIN_IMAGE
 from builder.plain import PLAIN
 from builder.roles import ROLES
@@ -59,6 +60,23 @@ class Lab(_Strict):
     # Where plain nodes (image: plain) get their role's packages: default, the lab host at its
     # management address; a site's own web server serving the same repository otherwise.
     repository: str | None = None
+    # Optional services to run besides the default cloud (kolla's enable_<service>): the
+    # phases in builder/data/phases.yaml marked `service: NAME`.
+    enable: tuple[str, ...] = ()
+
+    @field_validator("enable")
+    @classmethod
+    def _enable(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        known = sorted(optional_services())
+        for name in value:
+            if name not in known:
+                raise ValueError(
+                    f"unknown optional service {name!r}; pick from: {', '.join(known)} "
+                    "(the default cloud's services are always on)"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("names a service twice; list each once")
+        return value
 
     @field_validator("repository")
     @classmethod

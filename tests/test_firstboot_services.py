@@ -56,11 +56,11 @@ def started_after(batches: list[list[str]]) -> dict[str, int]:
 
 
 def test_the_controller_comes_back_database_queue_and_cache_first_then_keystone_then_apis() -> None:
-    table = phases.TABLES["controller"].as_json("openvswitch")
+    table = phases.table_for("controller").as_json("openvswitch")
     batches = simulate(table)
     when = started_after(batches)
     assert batches[0] == ["10-base"]
-    assert set(batches[1]) == {"20-mariadb", "21-rabbitmq", "22-memcached-etcd"}
+    assert set(batches[1]) == {"20-mariadb", "21-rabbitmq", "22-memcached"}
     for name, entry in table["phases"].items():
         for need in entry["needs"]:
             assert when[need] < when[name], f"{name} started before {need} was up"
@@ -105,8 +105,8 @@ def test_phases_with_nothing_to_start_pass_without_taking_a_place() -> None:
 
 
 def test_a_resumed_first_boot_walks_only_its_stamped_phases() -> None:
-    table = phases.TABLES["controller"].as_json("openvswitch")
-    stamped = ["10-base", "20-mariadb", "21-rabbitmq", "22-memcached-etcd", "30-keystone"]
+    table = phases.table_for("controller").as_json("openvswitch")
+    stamped = ["10-base", "20-mariadb", "21-rabbitmq", "22-memcached", "30-keystone"]
     batches = simulate(table, only=stamped)
     assert sorted(started_after(batches)) == sorted(stamped)
     # Needs outside the stamped set count as met (a stamped phase's needs were stamped first).
@@ -120,7 +120,7 @@ def test_a_plain_nodes_package_install_passes_at_once_and_the_role_walks_as_on_i
     """05-packages owns no units and probes nothing: a later boot passes it before 10-base, and
     the role's phases come back in the order they do on a role image."""
     plain = phases.table_for(role, PLAIN_IMAGE).as_json("openvswitch")
-    own = phases.TABLES[role].as_json("openvswitch")
+    own = phases.table_for(role).as_json("openvswitch")
     assert walker.phases_of(plain)["05-packages"].idle
     batches = simulate(plain)
     assert batches[0] == ["(05-packages)", "10-base"]
@@ -506,7 +506,7 @@ def test_owned_units_are_never_enabled_by_first_boot(tmp_path: Path) -> None:
     """lib.sh's svc_start enables only what the table does not own (chrony, Open vSwitch...)."""
     lib = FIRSTBOOT / "lib.sh"
     table = tmp_path / "phases.json"
-    table.write_text(json.dumps(phases.TABLES["controller"].as_json("openvswitch"), indent=2))
+    table.write_text(json.dumps(phases.table_for("controller").as_json("openvswitch"), indent=2))
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "STACKSEED_PHASES_JSON": str(table)}
     script = (
         f'. "{lib}"\n'

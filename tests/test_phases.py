@@ -103,6 +103,64 @@ def test_problems_are_named() -> None:
     ]
 
 
+def test_no_phase_may_need_an_optional_one_and_a_service_is_a_name() -> None:
+    table = phases.parse(
+        {
+            "r": {
+                "parallel": 1,
+                "phases": {
+                    "10-a": {},
+                    "20-extra": {"needs": ["10-a"], "service": "extra"},
+                    "30-b": {"needs": ["20-extra"]},
+                    "40-c": {"needs": ["10-a"], "service": "Not A Name"},
+                },
+            }
+        }
+    )["r"]
+    assert phases.problems(table, ["10-a", "20-extra", "30-b", "40-c"]) == [
+        "r: 40-c: service 'Not A Name' is not a name like 'etcd'",
+        "r: 30-b needs 20-extra, which runs only where lab.enable names extra",
+    ]
+
+
+def _seed(tmp_path, topology: str, name: str) -> tuple[set[str], dict]:
+    """The phase scripts a node's seed carries, and its phases.json."""
+    tmp_path.mkdir()
+    path = tmp_path / "lab.yaml"
+    path.write_text(topology)
+    plan = make_plan(load(path))
+    state = LabState(tmp_path / "state")
+    node = next(n for n in plan.nodes if n.name == name)
+    user_data = yaml.safe_load(
+        render_node(
+            plan, node, load_or_create(state.secrets_file), ensure_keys(plan, state)
+        ).user_data
+    )
+    files = {f["path"]: f for f in user_data["write_files"]}
+    scripts = {
+        path.rsplit("/", 1)[1].removesuffix(".sh")
+        for path in files
+        if path.startswith("/usr/local/lib/stackseed/firstboot.d/")
+    }
+    return scripts, json.loads(files["/usr/local/lib/stackseed/phases.json"]["content"])
+
+
+def test_etcd_runs_only_where_the_lab_enables_it(tmp_path) -> None:
+    """An optional service's phase travels in the seed (script and table entry) only when
+    lab.enable names it; the default lab runs no etcd, first boot or later."""
+    default = DEFAULT.read_text()
+    scripts, table = _seed(tmp_path / "a", default, "controller")
+    assert "23-etcd" not in scripts and "23-etcd" not in table["phases"]
+    assert "22-memcached" in scripts and "etcd" not in json.dumps(table)
+    line = next(x for x in default.splitlines() if x.startswith("  enable:"))
+    enabled = default.replace(line, "  enable: [etcd]")
+    scripts, table = _seed(tmp_path / "b", enabled, "controller")
+    assert "23-etcd" in scripts and table["phases"]["23-etcd"]["units"] == ["etcd"]
+    assert phases.problems(phases.table_for("controller", enabled=["etcd"]), sorted(scripts)) == []
+    # Other roles carry the same either way.
+    assert _seed(tmp_path / "c", enabled, "compute1") == _seed(tmp_path / "d", default, "compute1")
+
+
 def test_cycle_finds_none_in_a_diamond() -> None:
     assert phases.cycle({"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}) is None
 
@@ -123,7 +181,10 @@ def test_each_seed_carries_its_roles_table_as_json(tmp_path) -> None:
         carried = json.loads(files["/usr/local/lib/stackseed/phases.json"]["content"])
         table = phases.TABLES[node.role]
         assert carried["role"] == node.role and carried["parallel"] == table.parallel
-        assert sorted(carried["phases"]) == script_names(node.role)
+        optional = set(table.optional)  # the default lab enables no optional service
+        assert sorted(carried["phases"]) == [
+            n for n in script_names(node.role) if n not in optional
+        ]
         for name, entry in carried["phases"].items():
             assert entry["needs"] == list(table.needs[name])
 
@@ -277,7 +338,8 @@ def test_service_problems_are_named() -> None:
         }
     )["r"]
     assert phases.problems(table, ["10-a", "20-b", "30-c", "40-d", "50-e"]) == [
-        "r: 30-c has unknown keys unit (known: needs, seconds, units, then, wait, up, run)",
+        "r: 30-c has unknown keys unit "
+        "(known: needs, seconds, units, then, wait, up, run, service)",
         "r: 10-a: a unit by backend names each of openvswitch, linuxbridge, not "
         "{'openvswitch': 'y'}",
         "r: 10-a: probe 'ping {ip}': unknown kind ping (known: tcp, http, address, joined)",
@@ -337,7 +399,10 @@ def test_the_package_install_owns_no_units_so_a_later_boot_passes_it(backend: st
 
 def test_a_role_image_gets_its_roles_table_itself() -> None:
     for role in ROLES:
-        assert phases.table_for(role) is phases.table_for(role, role) is phases.TABLES[role]
+        table = phases.TABLES[role].with_services(())
+        assert phases.table_for(role) == phases.table_for(role, role) == table
+        if not table.optional and not phases.TABLES[role].optional:
+            assert table is phases.TABLES[role]
     with pytest.raises(StackseedError, match="image ubuntu has no first-boot phases"):
         phases.table_for("compute", "ubuntu")
 

@@ -21,7 +21,7 @@ from builder.images.key import closure, content_key
 from builder.images.key import packages as key_packages
 from builder.loader import load, parse
 from builder.paths import ELEMENTS
-from builder.phases import TABLES, table_for
+from builder.phases import table_for
 from builder.plain import IMAGES, PLAIN
 from builder.plan import make_plan
 from builder.render import ensure_keys, render_node
@@ -268,7 +268,7 @@ def test_role_image_nodes_of_a_lab_with_plain_nodes_carry_their_roles_table(
         if node.plain:
             assert "05-packages" in table["phases"], node.name
         else:
-            assert table == TABLES[node.role].as_json(backend), node.name
+            assert table == table_for(node.role).as_json(backend), node.name
 
 
 def test_build_images_plans_the_plain_image(tmp_path: Path) -> None:

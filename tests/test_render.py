@@ -12,6 +12,7 @@ from conftest import DEFAULT, GOOD, REPO
 from support.cloudinit_schema import validate
 
 from builder.loader import load
+from builder.phases import TABLES
 from builder.plan import make_plan
 from builder.render import ensure_keys, phases, render_node, secrets_for
 from builder.secrets import load_or_create
@@ -81,7 +82,12 @@ def test_user_data_content(tmp_path: Path) -> None:
         assert files["/etc/stackseed/secrets.json"]["permissions"] == "0600"
         assert node_secrets == secrets_for(node.role, secrets)
         scripts = [p for p in files if p.startswith("/usr/local/lib/stackseed/firstboot.d/")]
-        assert [Path(p).name for p in scripts] == [n for n, _ in phases(node.role)]
+        # Every script of the role but an optional service's: the default lab enables none.
+        optional = {f"{name}.sh" for name in TABLES[node.role].optional}
+        assert optional <= {n for n, _ in phases(node.role)}
+        assert [Path(p).name for p in scripts] == [
+            n for n, _ in phases(node.role) if n not in optional
+        ]
         for helper in ("stackseed-joined", "stackseed-cloud"):
             path = f"/usr/local/lib/stackseed/{helper}"
             assert files[path]["permissions"] == "0755"

@@ -3,15 +3,10 @@ set -eu -o pipefail
 # shellcheck source-path=SCRIPTDIR/.. source=lib.sh
 . "${STACKSEED_LIB:-/usr/local/lib/stackseed/lib.sh}"
 
-# memcached and etcd bound to the management address (install guide, environment section).
+# etcd, a one-member cluster on the management network (install guide, environment section).
+# Only when the topology enables it (lab.enable: [etcd]): none of the lab's services uses it.
 ip_addr=$(fact node.ip)
 name=$(fact node.name)
-
-# One -l line only: a conf with several (e.g. 127.0.0.1 and ::1) rewritten to the same address
-# would make memcached bind it twice and fail to start.
-sed -i -E '/^-l[[:space:]]/d' /etc/memcached.conf
-echo "-l $ip_addr" >>/etc/memcached.conf
-svc_start memcached
 
 cat >/etc/default/etcd <<ETCD
 # Written by stackseed first boot: a one-member cluster on the management network.
