@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -141,6 +142,34 @@ GLOBAL_DROPIN = re.search(
 
 def _unit_value(unit: str, key: str) -> str:
     return next(line.split("=", 1)[1] for line in unit.splitlines() if line.startswith(f"{key}="))
+
+
+@pytest.mark.parametrize("topology", [DEFAULT, *GOOD], ids=lambda p: p.stem)
+def test_every_node_starts_eventlet_without_greendns_in_services_and_under_sudo(
+    topology: Path, tmp_path: Path
+) -> None:
+    """One setting, three carriers: systemd's default environment for later boots, runcmd's
+    set-environment before this boot's phases start services, and sudo's env_file for rootwrap
+    and privsep helpers. The sudoers drop-in must parse: a broken one would cost rootwrap."""
+    for name, files in _render_all(topology, tmp_path / topology.stem).items():
+        data = yaml.safe_load(files["user-data"])
+        written = {f["path"]: f for f in data["write_files"]}
+        env = written["/etc/stackseed/eventlet.env"]["content"].strip()
+        assert env == "EVENTLET_NO_GREENDNS=yes", name
+        manager = written["/etc/systemd/system.conf.d/60-stackseed-eventlet.conf"]["content"]
+        assert f"DefaultEnvironment={env}" in manager.splitlines(), name
+        runcmd = data["runcmd"]
+        firstboot = runcmd.index(["/usr/local/sbin/stackseed-firstboot"])
+        assert runcmd.index(["systemctl", "set-environment", env]) < firstboot, name
+        sudoers = written["/etc/sudoers.d/stackseed-eventlet"]
+        assert sudoers["permissions"] == "0440", name
+        assert "Defaults env_file=/etc/stackseed/eventlet.env" in sudoers["content"], name
+        drop_in = tmp_path / f"{name}-sudoers"
+        drop_in.write_text(sudoers["content"])
+        checked = subprocess.run(
+            ["visudo", "-cf", str(drop_in)], capture_output=True, text=True, check=False
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_compute_gets_only_its_secrets(tmp_path: Path) -> None:
