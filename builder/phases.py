@@ -81,8 +81,9 @@ class PhaseTable:
         return {name for name, service in self.optional.items() if service not in enabled}
 
     def with_services(self, enabled: Collection[str]) -> PhaseTable:
-        """The table without the optional phases whose service is not enabled. No phase needs
-        an optional one (problems() says so), so no remaining edge points at a dropped phase."""
+        """The table without the optional phases whose service is not enabled. Only a phase of
+        the same service needs an optional one (problems() says so), so no remaining edge
+        points at a dropped phase."""
         gone = self.disabled(enabled)
         if not gone:
             return self
@@ -265,7 +266,8 @@ def problems(table: PhaseTable, scripts: Sequence[str]) -> list[str]:
             found.append(f"{table.role}: {name}: service {service!r} is not a name like 'etcd'")
     for name, needs in sorted(table.needs.items()):
         for need in needs:
-            if need in table.optional and name not in table.optional:
+            # An optional phase may need one of its own service, dropped or kept with it.
+            if need in table.optional and table.optional.get(name) != table.optional[need]:
                 found.append(
                     f"{table.role}: {name} needs {need}, which runs only where lab.enable "
                     f"names {table.optional[need]}"

@@ -113,13 +113,17 @@ def test_no_phase_may_need_an_optional_one_and_a_service_is_a_name() -> None:
                     "20-extra": {"needs": ["10-a"], "service": "extra"},
                     "30-b": {"needs": ["20-extra"]},
                     "40-c": {"needs": ["10-a"], "service": "Not A Name"},
+                    "50-more": {"needs": ["20-extra"], "service": "extra"},
+                    "60-other": {"needs": ["20-extra"], "service": "other"},
                 },
             }
         }
     )["r"]
-    assert phases.problems(table, ["10-a", "20-extra", "30-b", "40-c"]) == [
+    scripts = ["10-a", "20-extra", "30-b", "40-c", "50-more", "60-other"]
+    assert phases.problems(table, scripts) == [
         "r: 40-c: service 'Not A Name' is not a name like 'etcd'",
         "r: 30-b needs 20-extra, which runs only where lab.enable names extra",
+        "r: 60-other needs 20-extra, which runs only where lab.enable names extra",
     ]
 
 
