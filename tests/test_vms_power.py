@@ -239,6 +239,24 @@ def test_start_wait_follows_this_boot_only(lab_cli) -> None:
     assert "no cloud to wait for" in output
 
 
+def test_up_wait_goes_on_to_the_cloud_once_every_node_is_ready(lab_cli) -> None:
+    """Ready nodes are not yet the cloud back (a node that stayed up through another's reboot
+    said ready long before): `lab up --wait` then asks the controller, when every node runs."""
+    run, _conn, state = lab_cli
+    run("up")
+    for node in NODES:
+        state.console_log(node).write_text(marker(node, "firstboot", "done"))
+    code, output = run("up", "--wait", "--timeout", "60")
+    assert code == 0, output
+    assert "all 2 node(s) ready" in output
+    assert "no cloud to wait for" in output  # the test driver runs nothing to ask
+    run("stop", "block1")
+    code, output = run("up", "--wait", "--only", "controller", "--timeout", "60")
+    assert code == 0, output
+    assert "all 1 node(s) ready" in output
+    assert "not waiting for the cloud: block1 off" in output
+
+
 # --- the boot notes and the watcher, on the same driver ----------------------------------
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,12 @@ def _accel(conn: libvirt.virConnect, uri: str, requested: str, kernel: Path | No
     show_default=True,
     help="KVM where it really works, else TCG.",
 )
-@click.option("--wait", is_flag=True, help="Follow every node's boot; fail on a node that fails.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Follow every node's boot; fail on a node that fails. With --until ready, then wait "
+    "until the cloud answers as 'lab verify's read-only checks judge it (when every node runs).",
+)
 @click.option(
     "--until",
     type=click.Choice(["ready", "final"]),
@@ -124,6 +130,7 @@ def up(
     if from_snapshot is not None:
         _up_from(lab, connect, from_snapshot, accel, only, images_dir, pool_dir, nat, timeout)
         return
+    began = time.monotonic()
     plan = lab.plan
     hold = _held(lab, only)
     uri = resolve_uri(connect)
@@ -163,6 +170,18 @@ def up(
         out.print(f"left off: {', '.join(sorted(hold))} ('lab up' starts them)")
     if wait:
         _wait(conn, lab, until, timeout, [n.name for n in plan.nodes if n.name not in hold])
+        if until == "ready":
+            _cloud(conn, lab, timeout, began)
+
+
+def _cloud(conn: libvirt.virConnect, lab: Lab, timeout: float, began: float) -> None:
+    """Every node ready is not yet the cloud back: after a node's reboot the others said ready
+    long before, and only the controller's listings show their services in again."""
+    from builder.cli.snapshot import cloud_after_ready  # it imports this module
+
+    times = cloud_after_ready(conn, lab, timeout, began)
+    if times:
+        out.print(f"lab {lab.plan.lab}: the cloud answers after {max(times.values()):.0f}s")
 
 
 def role_images(plan: Plan, images_dir: Path | None) -> dict[str, ImageInfo]:
@@ -332,7 +351,8 @@ def console(lab: Lab, connect: str | None, node: str, follow_log: bool, lines: i
 @click.option("--hard", is_flag=True, help="Reset at once (a power cut), not an ACPI reboot.")
 def reboot(lab: Lab, connect: str | None, node: str, hard: bool) -> None:
     """Reboot NODE's VM and wait for its new boot to begin; an unfinished first boot resumes
-    where it stopped. `lab up --wait` afterwards waits for it to be ready again."""
+    where it stopped. `lab up --wait` afterwards waits for it to be ready again, and for the
+    cloud to count every node's services in again."""
     _known(lab, node)
     console_log = lab.state.console_log(node)
     boots_before = read_progress(console_log).boots

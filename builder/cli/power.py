@@ -10,10 +10,10 @@ from rich.markup import escape
 
 from builder.cli import repo as plain_repo
 from builder.cli.common import Lab, err, lab_lock, out, timeout_option, topology_options
-from builder.cli.snapshot import wait_for_cloud
+from builder.cli.snapshot import cloud_after_ready
 from vms import domains, power
 from vms.commands import _explained, _known, _wait, connect_option
-from vms.connect import is_test_driver, open_connection, resolve_uri
+from vms.connect import open_connection, resolve_uri
 
 
 def _say(name: str, what: str) -> None:
@@ -105,18 +105,9 @@ def start(
     if not wait:
         return
     _wait(conn, lab, "ready", timeout, names)
-    if is_test_driver(conn):
-        out.print("libvirt test driver: nothing runs, so no cloud to wait for")
+    times = cloud_after_ready(conn, lab, timeout, began)
+    if not times:
         return
-    owned = domains.owned(conn, lab.plan.lab)
-    off = [n.name for n in lab.plan.nodes if n.name not in owned or not owned[n.name].isActive()]
-    if off:
-        out.print(
-            f"not waiting for the cloud: {', '.join(off)} still off ('lab verify' counts them)"
-        )
-        return
-    left = max(timeout - (time.monotonic() - began), 1.0)
-    times = wait_for_cloud(lab, left, began)
     out.print(f"lab {lab.plan.lab} is back: the cloud answers after {max(times.values()):.0f}s")
 
 
