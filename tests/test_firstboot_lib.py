@@ -6,7 +6,9 @@ import configparser
 import json
 import os
 import shutil
+import re
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -162,6 +164,7 @@ def neutron_common_settings(scratch: Path) -> str:
     """What neutron_common_config merges into neutron.conf. The config writers are redirected
     to a file: the settings are what is checked."""
     out = scratch / "neutron.conf.merged"
+    (scratch / "etc/sudoers.d").mkdir(parents=True, exist_ok=True)
     result = bash(
         scratch,
         f'ini_merge() {{ cat >>"{out}"; }}; conf_private() {{ :; }}\n'
@@ -190,6 +193,78 @@ def test_neutron_common_config_runs_the_agents_root_commands_through_one_daemon(
     daemon = merged.get("agent", "root_helper_daemon").split()
     # The daemon reads its filters from rootwrap.conf; sudo runs it, as neutron's user.
     assert daemon == ["sudo", "/usr/bin/neutron-rootwrap-daemon", "/etc/neutron/rootwrap.conf"]
+
+
+# The sections neutron's own privsep contexts read (neutron/privileged/__init__.py), by context.
+NEUTRON_CONTEXTS = {
+    "privsep": "default",
+    "privsep_dhcp_release": "dhcp_release_cmd",
+    "privsep_ovs_vsctl": "ovs_vsctl_cmd",
+    "privsep_namespace": "namespace_cmd",
+    "privsep_conntrack": "conntrack_cmd",
+    "privsep_link": "link_cmd",
+}
+
+
+def privsep_rule(scratch: Path) -> tuple[Path, re.Pattern[str]]:
+    """The sudoers drop-in neutron_common_config installs, and its rule's argument regex."""
+    neutron_common_settings(scratch)
+    dropin = scratch / "etc/sudoers.d/stackseed-neutron-privsep"
+    rules = [line for line in dropin.read_text().splitlines() if "NOPASSWD:" in line]
+    assert len(rules) == 1, rules
+    command, args = rules[0].split("NOPASSWD: ", 1)[1].split(" ", 1)
+    assert command == "/usr/bin/privsep-helper"
+    assert args.startswith("^") and args.endswith("$")  # sudo's regex form
+    return dropin, re.compile(args)
+
+
+def test_neutron_privsep_helpers_start_through_sudo_alone(scratch: Path) -> None:
+    merged = configparser.ConfigParser(interpolation=None)
+    merged.read_string(neutron_common_settings(scratch))
+    for section in NEUTRON_CONTEXTS:
+        helper = merged.get(section, "helper_command").split()
+        assert helper == [
+            "sudo",
+            "/usr/bin/privsep-helper",
+            "--config-file",
+            "/etc/neutron/neutron.conf",
+        ]
+
+
+@pytest.mark.skipif(shutil.which("visudo") is None, reason="sudo's visudo is not installed")
+def test_neutron_privsep_rule_parses_and_is_root_only(scratch: Path) -> None:
+    dropin, _regex = privsep_rule(scratch)
+    assert oct(dropin.stat().st_mode & 0o777) == "0o440"
+    check = subprocess.run(["visudo", "-cf", str(dropin)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_neutron_privsep_rule_admits_exactly_what_oslo_privsep_runs(scratch: Path) -> None:
+    _dropin, regex = privsep_rule(scratch)
+    # What oslo.privsep appends to helper_command: the context's python path and a socket in
+    # a directory tempfile.mkdtemp() just made.
+    sock = Path(tempfile.mkdtemp(dir="/tmp"))
+    sock.rmdir()
+    for context in NEUTRON_CONTEXTS.values():
+        line = (
+            "--config-file /etc/neutron/neutron.conf --privsep_context "
+            f"neutron.privileged.{context} --privsep_sock_path {sock}/privsep.sock"
+        )
+        assert regex.fullmatch(line), line
+    good = f"--privsep_context neutron.privileged.default --privsep_sock_path {sock}/privsep.sock"
+    refused = [
+        # a config file of the caller's (a logging config runs code), before or after
+        f"--config-file /tmp/x.conf {good}",
+        f"--config-file /etc/neutron/neutron.conf --config-file /tmp/x.conf {good}",
+        f"--config-file /etc/neutron/neutron.conf {good} --config-file /tmp/x.conf",
+        f"--config-file /etc/neutron/neutronXconf {good}",
+        # another project's context, or a socket anywhere else
+        f"--config-file /etc/neutron/neutron.conf {good.replace('neutron.priv', 'os_brick.priv')}",
+        f"--config-file /etc/neutron/neutron.conf {good.replace(str(sock), '/tmp/a/../b')}",
+        f"--config-file /etc/neutron/neutron.conf {good.replace(str(sock), '/run/x')}",
+    ]
+    for line in refused:
+        assert not regex.fullmatch(line), line
 
 
 def test_write_private_creates_the_file_with_its_final_mode(scratch: Path) -> None:

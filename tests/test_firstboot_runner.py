@@ -130,6 +130,20 @@ def test_complete_first_boot_leaves_a_final_stamp_and_a_rerun_does_nothing(root:
     assert "first boot already complete" in root.log.read_text()
 
 
+def test_cloud_init_is_switched_off_only_once_first_boot_is_done(root: Root) -> None:
+    """Later boots bring the services back without cloud-init; a first boot that failed (or
+    was cut short) must still be resumed as it was, so the switch waits for the end."""
+    switch = root.base / "etc/cloud/cloud-init.disabled"
+    root.phase("10-first.sh", "true")
+    root.phase("20-flaky.sh", '[ -e "$STACKSEED_ROOT/fixed" ] || fail "not yet"')
+    assert root.run().returncode != 0
+    assert not switch.exists()
+    (root.base / "fixed").touch()
+    assert root.run().returncode == 0
+    assert switch.exists()
+    assert "cloud-init off for later boots" in root.log.read_text()
+
+
 def test_a_shutdown_mid_phase_is_interrupted_not_failed_and_resumes(root: Root) -> None:
     started = root.base / "started"
     root.phase("10-first.sh", "true")
@@ -152,6 +166,7 @@ def test_a_shutdown_mid_phase_is_interrupted_not_failed_and_resumes(root: Root) 
     assert lines[-1] == "STACKSEED node=node7 phase=20-slow status=interrupted"
     assert not any("status=fail" in line for line in lines)
     assert not (root.done / "20-slow").exists() and not (root.done / "firstboot").exists()
+    assert not (root.base / "etc/cloud/cloud-init.disabled").exists()
 
     (root.base / "go").touch()
     assert root.run().returncode == 0  # the next boot's run
