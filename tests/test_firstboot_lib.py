@@ -5,8 +5,8 @@ from __future__ import annotations
 import configparser
 import json
 import os
-import shutil
 import re
+import shutil
 import subprocess
 import tempfile
 import time
