@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_cluster import DEFAULT_TOPOLOGY, lab
-from bench.report import write_section
+from bench.report import write_section, yardstick
 from builder.loader import load
 from builder.state import LabState
 from vms.boots import note_path, read_note
@@ -176,6 +176,8 @@ def main() -> None:
     state = LabState.for_lab(name)
     wait = ["--wait", "--timeout", str(args.timeout)]
 
+    host = yardstick()
+    print(f"host yardstick: {host:.2f} s (a fixed Python loop, best of 3; lower is faster)")
     watch = Watch(state, nodes)
     steps: list[tuple[str, float, int]] = []
     if args.cut:
@@ -216,6 +218,9 @@ def main() -> None:
         f"Topology `{args.topology.name}`, verified before. Ready: the node's "
         f"`{READY}` marker (stackseed-services done, the node counted in by the controller), "
         "seconds from the first command.",
+        "",
+        f"Host yardstick before the first command: {host:.2f} s (bench/report.py: a fixed "
+        "pure-Python loop on the host, beside the lab as it was, best of 3; lower is faster).",
         "",
         "| step | seconds | exit |",
         "|---|---:|---:|",

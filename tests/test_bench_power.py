@@ -93,3 +93,13 @@ def test_ready_at_is_the_last_walks_ready_by_the_nodes_clock() -> None:
     # The last walk was late: it never said ready (the earlier walk's ready does not count).
     assert bench_power.ready_at(SERVICES_LOG) is None
     assert bench_power.ready_at("") is None
+
+
+def test_the_host_yardstick_grows_with_the_work_it_times() -> None:
+    """The figure printed beside each run: four times the loop takes longer, whatever the
+    host's speed (best of three rounds keeps a busy moment out)."""
+    from bench.report import yardstick
+
+    small = yardstick(loops=100_000)
+    large = yardstick(loops=400_000)
+    assert 0 < small < large
