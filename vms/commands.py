@@ -17,6 +17,7 @@ from rich.live import Live
 from rich.table import Table
 
 from builder.cli import repo as plain_repo
+from builder.cli.cloud import cloud_after_ready
 from builder.cli.common import Lab, Target, err, lab_lock, out, topology_options
 from builder.errors import PrerequisiteError, StackseedError, UsageError
 from builder.images.contract import ImageInfo, find_disk_image, find_image
@@ -177,8 +178,6 @@ def up(
 def _cloud(conn: libvirt.virConnect, lab: Lab, timeout: float, began: float) -> None:
     """Every node ready is not yet the cloud back: after a node's reboot the others said ready
     long before, and only the controller's listings show their services in again."""
-    from builder.cli.snapshot import cloud_after_ready  # it imports this module
-
     times = cloud_after_ready(conn, lab, timeout, began)
     if times:
         out.print(f"lab {lab.plan.lab}: the cloud answers after {max(times.values()):.0f}s")

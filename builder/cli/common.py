@@ -34,6 +34,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 _command_line: ContextVar[str | None] = ContextVar("command_line", default=None)
 
 
+def step(message: str) -> None:
+    """One indented line of a long command's progress (markup in it is printed as is)."""
+    out.print(f"  {escape(message)}", soft_wrap=True)
+
+
 def command_line() -> str:
     recorded = _command_line.get()
     if recorded is not None:

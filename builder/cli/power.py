@@ -9,8 +9,8 @@ import click
 from rich.markup import escape
 
 from builder.cli import repo as plain_repo
+from builder.cli.cloud import cloud_after_ready
 from builder.cli.common import Lab, err, lab_lock, out, timeout_option, topology_options
-from builder.cli.snapshot import cloud_after_ready
 from vms import domains, power
 from vms.commands import _explained, _known, _wait, connect_option
 from vms.connect import open_connection, resolve_uri

@@ -14,16 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.markup import escape
 
 from builder import aptrepo, repo_server
-from builder.cli.common import Lab, Target, lab_lock, out, topology_options
+from builder.cli.common import Lab, Target, lab_lock, out, step, topology_options
 from builder.errors import UsageError
 from builder.plain import PLAIN
-
-
-def _say(message: str) -> None:
-    out.print(f"  {escape(message)}", soft_wrap=True)
 
 
 def prepare(lab: Lab, images_dir: Path | None) -> aptrepo.Repository | None:
@@ -32,7 +27,7 @@ def prepare(lab: Lab, images_dir: Path | None) -> aptrepo.Repository | None:
         return None
     repo = aptrepo.ensure(lab.plan, lab.state, images_dir)
     what = "made" if repo.changed else "up to date"
-    _say(
+    step(
         f"repository {what}: {repo.packages} packages ({repo.size / (1 << 20):.0f} MiB) of the "
         f"{', '.join(repo.roles)} image(s), signed by {repo.fingerprint[-16:]}, in {repo.directory}"
     )
@@ -57,7 +52,7 @@ def resume(lab: Lab, images_dir: Path | None = None) -> repo_server.Running | No
     if lab.plan.topology.lab.repository is not None:
         return _serve(lab, lab.state.repo_dir)  # says where the nodes install from instead
     if (lab.state.repo_dir / "InRelease").is_file():
-        _say(f"repository in {lab.state.repo_dir}, as 'lab up' made it")
+        step(f"repository in {lab.state.repo_dir}, as 'lab up' made it")
         return _serve(lab, lab.state.repo_dir)
     return serve(lab, prepare(lab, images_dir))
 
@@ -65,7 +60,7 @@ def resume(lab: Lab, images_dir: Path | None = None) -> repo_server.Running | No
 def _serve(lab: Lab, directory: Path) -> repo_server.Running | None:
     topo = lab.plan.topology
     if topo.lab.repository is not None:
-        _say(
+        step(
             f"plain nodes install from {topo.lab.repository} (lab.repository): this host does "
             "not serve it; 'lab repo --output DIR' copies the repository for that server"
         )
@@ -75,7 +70,7 @@ def _serve(lab: Lab, directory: Path) -> repo_server.Running | None:
         lab.state.repo_server, lab.state.repo_server_log, directory, bind, PLAIN.port
     )
     state = "serving" if started else "already serving"
-    _say(f"repository server: {state} {found.url} on the management network (pid {found.pid})")
+    step(f"repository server: {state} {found.url} on the management network (pid {found.pid})")
     return found
 
 
@@ -83,7 +78,7 @@ def stop(lab: Lab) -> None:
     """Stop the repository server, when one runs for the lab."""
     pid = repo_server.stop(lab.state.repo_server)
     if pid is not None:
-        _say(f"repository server (pid {pid}): stopped")
+        step(f"repository server (pid {pid}): stopped")
 
 
 @click.command("repo")
@@ -110,7 +105,7 @@ def repo(lab: Lab, images_dir: Path | None, output: Path | None) -> None:
         assert made is not None
         if output is not None:
             copied = aptrepo.export(made.directory, output)
-            _say(f"copied to {output} ({copied / (1 << 20):.0f} MiB written)")
+            step(f"copied to {output} ({copied / (1 << 20):.0f} MiB written)")
     out.print(f"plain nodes install from {made.url}", soft_wrap=True)
     out.print(f"key {made.fingerprint} ({aptrepo.KEYRING} in the repository)", soft_wrap=True)
 

@@ -636,12 +636,21 @@ NEUTRON_PRIVSEP_SECTIONS="$NEUTRON_PRIVSEP_SECTIONS privsep_conntrack privsep_li
 NEUTRON_PRIVSEP_HELPER="sudo /usr/bin/privsep-helper --config-file /etc/neutron/neutron.conf"
 NEUTRON_PRIVSEP_SUDOERS=$STACKSEED_ROOT/etc/sudoers.d/stackseed-neutron-privsep
 
+# neutron_privsep_rule: the drop-in, its contexts named from the sections above (neutron's
+# [privsep] is its `default` context, [privsep_X] its `X_cmd`), so one list says both.
 neutron_privsep_rule() {
-    cat <<'SUDOERS'
-# Written by stackseed (lib.sh): neutron's privsep helpers without neutron-rootwrap.
-Defaults:neutron !requiretty
-neutron ALL = (root) NOPASSWD: /usr/bin/privsep-helper ^--config-file /etc/neutron/neutron[.]conf --privsep_context neutron[.]privileged[.](default|dhcp_release_cmd|ovs_vsctl_cmd|namespace_cmd|conntrack_cmd|link_cmd) --privsep_sock_path /tmp/tmp[a-z0-9_]+/privsep[.]sock$
-SUDOERS
+    local section contexts=""
+    for section in $NEUTRON_PRIVSEP_SECTIONS; do
+        case $section in
+            privsep) contexts="$contexts|default" ;;
+            *) contexts="$contexts|${section#privsep_}_cmd" ;;
+        esac
+    done
+    echo "# Written by stackseed (lib.sh): neutron's privsep helpers without neutron-rootwrap."
+    echo "Defaults:neutron !requiretty"
+    echo "neutron ALL = (root) NOPASSWD: /usr/bin/privsep-helper ^--config-file" \
+        "/etc/neutron/neutron[.]conf --privsep_context neutron[.]privileged[.](${contexts#|})" \
+        "--privsep_sock_path /tmp/tmp[a-z0-9_]+/privsep[.]sock\$"
 }
 
 # neutron_privsep: the sudoers rule (checked by visudo before it is in place: a broken

@@ -9,7 +9,6 @@ import click
 
 from builder.cli.snapshot.listing import snapshots_cmd
 from builder.cli.snapshot.restore import restore_cmd, restore_lab
-from builder.cli.snapshot.shared import cloud_after_ready, wait_for_cloud
 from builder.cli.snapshot.take import snapshot
 from vms.commands import _explained
 
@@ -23,4 +22,4 @@ def register(group: click.Group) -> None:
         group.add_command(command)
 
 
-__all__ = ["cloud_after_ready", "register", "restore_lab", "wait_for_cloud"]
+__all__ = ["register", "restore_lab"]

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from builder.cli import repo as plain_repo
+from builder.cli.cloud import wait_for_cloud
 from builder.cli.common import (
     Lab,
     Target,
@@ -24,7 +25,6 @@ from builder.cli.snapshot.shared import (
     role_images,
     set_clocks,
     step,
-    wait_for_cloud,
 )
 from builder.errors import StackseedError
 from builder.seed import write_all_seeds

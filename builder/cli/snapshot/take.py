@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
+from builder.cli.cloud import wait_for_cloud
 from builder.cli.common import (
     Lab,
     Target,
@@ -27,7 +28,6 @@ from builder.cli.snapshot.shared import (
     role_images,
     set_clocks,
     step,
-    wait_for_cloud,
 )
 from builder.errors import StackseedError, UsageError
 from builder.fsutil import private_dir, write_private
