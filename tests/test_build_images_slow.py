@@ -62,7 +62,13 @@ EXPECTED = {
 DISABLED = {
     "block": ["cinder-volume.service", "iscsid.socket"],
     "compute": ["nova-compute.service", "libvirtd.service", "openvswitch-switch.service"],
-    "controller": ["mariadb.service", "rabbitmq-server.service", "apache2.service"],
+    "controller": [
+        "mariadb.service",
+        "rabbitmq-server.service",
+        "apache2.service",
+        "haproxy.service",
+        "rtslib-fb-targetctl.service",
+    ],
 }
 # Placeholders from the install guide that must never ship as credentials.
 PLACEHOLDERS = [
@@ -163,6 +169,37 @@ def test_role_daemons_are_disabled(image: ImageInfo, raw: Path) -> None:
     # What first boot needs running anyway stays enabled.
     assert "ssh.service" in wants or "sshd.service" in wants or "ssh.service" in sockets
     assert "chrony.service" in wants
+
+
+# The rootwrap commands each role's packages bring (elements/stackseed-rootwrap).
+ROOTWRAPS = {
+    "block": ["cinder-rootwrap"],
+    "compute": [
+        "nova-rootwrap",
+        "nova-rootwrap-daemon",
+        "neutron-rootwrap",
+        "neutron-rootwrap-daemon",
+    ],
+    "controller": [
+        "cinder-rootwrap",
+        "glance-rootwrap",
+        "nova-rootwrap",
+        "nova-rootwrap-daemon",
+        "neutron-rootwrap",
+        "neutron-rootwrap-daemon",
+    ],
+}
+
+
+def test_rootwrap_commands_are_wrapped_and_their_originals_diverted(
+    image: ImageInfo, raw: Path
+) -> None:
+    diversions = debugfs(raw, "cat /var/lib/dpkg/diversions").split("\n")
+    for name in ROOTWRAPS[image.role]:
+        wrapper = debugfs(raw, f"cat /usr/bin/{name}")
+        assert "stackseed-rootwrap: run without eventlet" in wrapper, name
+        assert f"/usr/bin/{name}.distrib" in diversions, name
+        assert "from oslo_rootwrap.cmd import" in debugfs(raw, f"cat /usr/bin/{name}.distrib")
 
 
 def test_sudoers_allow_neutrons_rootwrap_daemon_as_first_boot_configures_it(

@@ -112,13 +112,17 @@ def test_first_boot_files_for_compute_and_block() -> None:
     compute = plain.first_boot("compute")
     assert [n for n, _ in compute.before] == ["20-stackseed-debconf"]
     assert [n for n, _ in compute.after] == [
+        "70-stackseed-rootwrap",
         "80-stackseed-compute-services",
         "80-stackseed-neutron-linuxbridge-services",
         "80-stackseed-neutron-ovs-services",
     ]
     assert [n for n, _ in compute.tools] == ["stackseed-disable-services"]
     block = plain.first_boot("block")
-    assert [n for n, _ in block.after] == ["80-stackseed-block-services"]
+    assert [n for n, _ in block.after] == [
+        "70-stackseed-rootwrap",
+        "80-stackseed-block-services",
+    ]
     with pytest.raises(plain.StackseedError, match="cannot boot the plain image"):
         plain.first_boot("controller")
 
