@@ -218,6 +218,7 @@ def test_domains_carry_plan_macs_serials_seed_and_metadata(conn, tmp_path, image
         assert Path(root.findtext("os/initrd")).name.endswith(".initrd")
         assert "console=ttyS0" in root.findtext("os/cmdline")
         assert "tsc=reliable" in root.findtext("os/cmdline").split()  # TCG: no HPET fallback
+        assert "panic=10" in root.findtext("os/cmdline").split()  # a panicked guest restarts
         macs = [m.get("address") for m in root.findall("devices/interface/mac")]
         assert macs == [nic.mac for nic in node.nics]
         sources = [s.get("network") for s in root.findall("devices/interface/source")]

@@ -93,6 +93,11 @@ def desired_xml(
         assert cmdline is not None
         if "console=ttyS0" not in cmdline.split():
             cmdline = f"{cmdline} console=ttyS0"
+        if not any(arg.startswith("panic=") for arg in cmdline.split()):
+            # A guest kernel that panics restarts after 10 s instead of hanging there (libvirt's
+            # on_reboot is restart), and its later boot's walk brings its services back. Seen:
+            # compute1 stopped on a double fault under TCG, and nothing restarted it.
+            cmdline = f"{cmdline} panic=10"
         if accel.mode == "tcg" and not any(arg.startswith("tsc=") for arg in cmdline.split()):
             # Under TCG on a busy host the guest's TSC checks fail ("TSCs unsynchronized"), the
             # kernel falls back to the HPET, and every clock read becomes an emulated MMIO
