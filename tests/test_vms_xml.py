@@ -45,3 +45,11 @@ def test_cpu_shares_are_set_whatever_cputune_held(tune: str) -> None:
 def test_a_definition_without_vcpu_is_refused() -> None:
     with pytest.raises(ValueError, match="vcpu"):
         with_cpu_shares("<domain><name>x</name></domain>", 1024)
+
+
+def test_a_kernel_argument_the_image_sets_is_not_set_again() -> None:
+    from vms.domains import with_arg
+
+    assert with_arg("root=LABEL=x ro", "panic=10") == "root=LABEL=x ro panic=10"
+    assert with_arg("root=LABEL=x ro panic=0", "panic=10") == "root=LABEL=x ro panic=0"
+    assert with_arg("tsc=unstable quiet", "tsc=reliable") == "tsc=unstable quiet"

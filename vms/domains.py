@@ -67,6 +67,14 @@ def image_name(record: dict[str, str]) -> str:
     return record.get("os") or record.get("role", "")
 
 
+def with_arg(cmdline: str, arg: str) -> str:
+    """The kernel command line with `key=value` appended, unless the image's own line already
+    sets that key: the image's choice wins."""
+    key = arg.split("=", 1)[0]
+    given = {word.split("=", 1)[0] for word in cmdline.split()}
+    return cmdline if key in given else f"{cmdline} {arg}"
+
+
 def desired_xml(
     plan: Plan,
     node: PlannedNode,
@@ -91,20 +99,19 @@ def desired_xml(
     else:
         boot = {"firmware": None, "seed_bus": None}
         assert cmdline is not None
-        if "console=ttyS0" not in cmdline.split():
+        if "console=ttyS0" not in cmdline.split():  # several consoles may be given: one more
             cmdline = f"{cmdline} console=ttyS0"
-        if not any(arg.startswith("panic=") for arg in cmdline.split()):
-            # A guest kernel that panics restarts after 10 s instead of hanging there (libvirt's
-            # on_reboot is restart), and its later boot's walk brings its services back. Seen:
-            # compute1 stopped on a double fault under TCG, and nothing restarted it.
-            cmdline = f"{cmdline} panic=10"
-        if accel.mode == "tcg" and not any(arg.startswith("tsc=") for arg in cmdline.split()):
+        # A guest kernel that panics restarts after 10 s instead of hanging there (libvirt's
+        # on_reboot is restart), and its later boot's walk brings its services back. Seen:
+        # compute1 stopped on a double fault under TCG, and nothing restarted it.
+        cmdline = with_arg(cmdline, "panic=10")
+        if accel.mode == "tcg":
             # Under TCG on a busy host the guest's TSC checks fail ("TSCs unsynchronized"), the
             # kernel falls back to the HPET, and every clock read becomes an emulated MMIO
             # access: systemd then starves (units fail with result 'protocol', networkd and
             # udevd die). QEMU derives every vCPU's TSC from one host clock, so it is reliable
             # here. (A firmware-booted node gets it from its grub.cfg, on QEMU only.)
-            cmdline = f"{cmdline} tsc=reliable"
+            cmdline = with_arg(cmdline, "tsc=reliable")
     return render(
         "domain.xml.j2",
         virt_type=accel.virt_type,

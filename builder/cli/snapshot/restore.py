@@ -15,6 +15,7 @@ from builder.cli.common import (
     Target,
     lab_lock,
     out,
+    step,
     timeout_option,
     topology_options,
 )
@@ -24,7 +25,6 @@ from builder.cli.snapshot.shared import (
     require_local,
     role_images,
     set_clocks,
-    step,
 )
 from builder.errors import StackseedError
 from builder.seed import write_all_seeds

@@ -18,6 +18,7 @@ from builder.cli.common import (
     err,
     lab_lock,
     out,
+    step,
     timeout_option,
     topology_options,
 )
@@ -27,7 +28,6 @@ from builder.cli.snapshot.shared import (
     require_local,
     role_images,
     set_clocks,
-    step,
 )
 from builder.errors import StackseedError, UsageError
 from builder.fsutil import private_dir, write_private
