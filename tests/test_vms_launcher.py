@@ -6,6 +6,7 @@ someone else's domains, networks and pool.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -219,6 +220,7 @@ def test_domains_carry_plan_macs_serials_seed_and_metadata(conn, tmp_path, image
         assert "console=ttyS0" in root.findtext("os/cmdline")
         assert "tsc=reliable" in root.findtext("os/cmdline").split()  # TCG: no HPET fallback
         assert "panic=10" in root.findtext("os/cmdline").split()  # a panicked guest restarts
+        assert "norandmaps" in root.findtext("os/cmdline").split()  # TCG: shared translations
         macs = [m.get("address") for m in root.findall("devices/interface/mac")]
         assert macs == [nic.mac for nic in node.nics]
         sources = [s.get("network") for s in root.findall("devices/interface/source")]
@@ -233,6 +235,17 @@ def test_domains_carry_plan_macs_serials_seed_and_metadata(conn, tmp_path, image
         record = root.find(f"metadata/{{{METADATA_NS}}}node")
         assert record.findtext(f"{{{METADATA_NS}}}lab") == "stackseed"
         assert record.findtext(f"{{{METADATA_NS}}}node") == node.name
+
+
+def test_a_kvm_guest_keeps_its_clock_source_and_address_randomisation(conn, tmp_path, images):
+    launch = dataclasses.replace(launch_for(tmp_path, images), accel=Accel("kvm", False, "tests"))
+    launcher.up(conn, launch)
+    for node in launch.plan.nodes:
+        args = ET.fromstring(conn.lookupByName(f"stackseed-{node.name}").XMLDesc())
+        words = args.findtext("os/cmdline").split()
+        assert "panic=10" in words
+        assert "tsc=reliable" not in words
+        assert "norandmaps" not in words
 
 
 def test_second_up_changes_nothing(conn, tmp_path, images):
