@@ -413,3 +413,42 @@ def test_a_node_gets_its_cpu_shares_when_it_starts_again(lab_cli, command: str) 
     assert run("stop")[0] == 0
     code, output = run(command)
     assert code == 0 and "CPU shares" not in output, output
+
+
+def cmdline(conn, node: str) -> list[str]:
+    xml = conn.lookupByName(f"{LAB}-{node}").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    return ET.fromstring(xml).findtext("os/cmdline").split()
+
+
+def without_args(conn, node: str, *args: str) -> None:
+    """NODE's domain as a launcher that did not add `args` defined it."""
+    dom = conn.lookupByName(f"{LAB}-{node}")
+    root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    element = root.find("os/cmdline")
+    element.text = " ".join(w for w in element.text.split() if w not in args)
+    conn.defineXML(ET.tostring(root, encoding="unicode"))
+
+
+@pytest.mark.parametrize("command", ["start", "up"])
+def test_a_node_gets_the_launchers_kernel_arguments_when_it_starts_again(
+    lab_cli, command: str
+) -> None:
+    """A lab defined before `panic=10` and `norandmaps` existed boots with them on the next
+    `lab start` (or `lab up` after a power cut), the image's own arguments kept, without being
+    made again; a node that already has them is not redefined."""
+    run, conn, _state = lab_cli
+    assert run("up")[0] == 0
+    wanted = {name: sorted(cmdline(conn, name)) for name in NODES}  # each word once, any order
+    assert all({"panic=10", "norandmaps", "tsc=reliable"} <= set(w) for w in wanted.values())
+    assert run("stop")[0] == 0
+    made = objects(conn)
+    without_args(conn, "controller", "panic=10", "norandmaps")
+    code, output = run(command)
+    assert code == 0, output
+    assert {name: sorted(cmdline(conn, name)) for name in NODES} == wanted
+    assert "controller: kernel arguments added: panic=10 norandmaps" in output, output
+    assert "block1: kernel arguments added" not in output, output
+    assert objects(conn) == made
+    assert run("stop")[0] == 0
+    code, output = run(command)
+    assert code == 0 and "kernel arguments" not in output, output

@@ -14,7 +14,7 @@ from builder.sizes import format_size
 from vms.accel import Accel
 from vms.firmware import firmware
 from vms.naming import libvirt_name, object_uuid, owned_suffix
-from vms.xml import domain_spec, render, with_cpu_shares
+from vms.xml import cmdline_of, domain_spec, domain_type, render, with_cmdline, with_cpu_shares
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,50 @@ def with_arg(cmdline: str, arg: str) -> str:
     return cmdline if key in given else f"{cmdline} {arg}"
 
 
+def kernel_args(cmdline: str, *, tcg: bool) -> str:
+    """The kernel command line a directly booted node gets: the image's, plus what the launcher
+    adds where the image does not set it."""
+    if "console=ttyS0" not in cmdline.split():  # several consoles may be given: one more
+        cmdline = f"{cmdline} console=ttyS0"
+    # A guest kernel that panics restarts after 10 s instead of hanging there (libvirt's
+    # on_reboot is restart), and its later boot's walk brings its services back. Seen:
+    # compute1 stopped on a double fault under TCG, and nothing restarted it.
+    cmdline = with_arg(cmdline, "panic=10")
+    if tcg:
+        # Under TCG on a busy host the guest's TSC checks fail ("TSCs unsynchronized"), the
+        # kernel falls back to the HPET, and every clock read becomes an emulated MMIO
+        # access: systemd then starves (units fail with result 'protocol', networkd and
+        # udevd die). QEMU derives every vCPU's TSC from one host clock, so it is reliable
+        # here. (A firmware-booted node gets it from its grub.cfg, on QEMU only.)
+        cmdline = with_arg(cmdline, "tsc=reliable")
+        # TCG translates guest code once per translation key, and for a position-independent
+        # executable the key includes the address it runs at: with address space
+        # randomisation every Python process (the interpreter is a PIE) translates the
+        # interpreter again. One address for all cut an interpreter start by 40% and the host
+        # CPU of starts and imports by 15% (bench/bench_tcg_guest.py), a controller's later
+        # boot by about 5%. The guest's CPU is emulated and the lab's networks are isolated;
+        # KVM guests and bare metal keep their ASLR.
+        cmdline = with_arg(cmdline, "norandmaps")
+    return cmdline
+
+
+def set_kernel_args(conn: libvirt.virConnect, dom: libvirt.virDomain) -> list[str]:
+    """A shut-off, directly booted domain's kernel command line given what this launcher adds
+    (a lab defined before an argument existed), so the start that follows boots with it; the
+    arguments added. A running or firmware-booted domain is left as it is."""
+    if dom.isActive():
+        return []
+    xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+    have = cmdline_of(xml)
+    if have is None:
+        return []
+    wanted = kernel_args(have, tcg=domain_type(xml) == "qemu")
+    if wanted == have:
+        return []
+    conn.defineXML(with_cmdline(xml, wanted))
+    return wanted.split()[len(have.split()) :]
+
+
 def desired_xml(
     plan: Plan,
     node: PlannedNode,
@@ -99,26 +143,7 @@ def desired_xml(
     else:
         boot = {"firmware": None, "seed_bus": None}
         assert cmdline is not None
-        if "console=ttyS0" not in cmdline.split():  # several consoles may be given: one more
-            cmdline = f"{cmdline} console=ttyS0"
-        # A guest kernel that panics restarts after 10 s instead of hanging there (libvirt's
-        # on_reboot is restart), and its later boot's walk brings its services back. Seen:
-        # compute1 stopped on a double fault under TCG, and nothing restarted it.
-        cmdline = with_arg(cmdline, "panic=10")
-        if accel.mode == "tcg":
-            # Under TCG on a busy host the guest's TSC checks fail ("TSCs unsynchronized"), the
-            # kernel falls back to the HPET, and every clock read becomes an emulated MMIO
-            # access: systemd then starves (units fail with result 'protocol', networkd and
-            # udevd die). QEMU derives every vCPU's TSC from one host clock, so it is reliable
-            # here. (A firmware-booted node gets it from its grub.cfg, on QEMU only.)
-            cmdline = with_arg(cmdline, "tsc=reliable")
-            # TCG translates guest code once per translation key, and for a position-independent
-            # executable the key includes the address it runs at: with address space
-            # randomisation every Python process (the interpreter is a PIE) translates the
-            # interpreter again. One address for all cut the host CPU of the same Python work by
-            # 15% and an interpreter start by 40% (bench/bench_tcg_guest.py). The guest's CPU
-            # is emulated and the lab's networks are isolated; KVM and bare metal keep ASLR.
-            cmdline = with_arg(cmdline, "norandmaps")
+        cmdline = kernel_args(cmdline, tcg=accel.mode == "tcg")
     return render(
         "domain.xml.j2",
         virt_type=accel.virt_type,

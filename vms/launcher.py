@@ -135,6 +135,9 @@ def up(
                 boots.before_start(launch.state, node.name, dom)
                 if domains.set_cpu_shares(conn, dom, node):
                     report.did(f"domain {node.name}: CPU shares set to {node.cpu_shares}")
+                added = domains.set_kernel_args(conn, dom)
+                if added:
+                    report.did(f"domain {node.name}: kernel arguments added: {' '.join(added)}")
             dom.create()
             report.did(f"domain {node.name}: started")
         checkpoint(f"domain:{node.name}")

@@ -174,6 +174,9 @@ def start(
         note = boots.before_start(state, name, dom)
         if domains.set_cpu_shares(conn, dom, plan.node(name)):
             say(name, f"CPU shares set to {plan.node(name).cpu_shares}")
+        added = domains.set_kernel_args(conn, dom)
+        if added:
+            say(name, f"kernel arguments added: {' '.join(added)}")
         dom.create()
         report.started.append(name)
         if note.firstboot == "unfinished":

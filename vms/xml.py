@@ -141,3 +141,28 @@ def with_cpu_shares(xml: str, shares: int) -> str:
         return xml
     element.text = str(shares)
     return ET.tostring(root, encoding="unicode")
+
+
+def with_cmdline(xml: str, cmdline: str) -> str:
+    """A direct-kernel-boot domain's definition with its <os><cmdline> set to `cmdline`; the
+    same text when it already is. Edited as with_cpu_shares() does."""
+    ET.register_namespace("stackseed", METADATA_NS)
+    root = ET.fromstring(xml)
+    element = root.find("os/cmdline")
+    if element is None:
+        raise ValueError("domain XML without <os><cmdline>")
+    if element.text == cmdline:
+        return xml
+    element.text = cmdline
+    return ET.tostring(root, encoding="unicode")
+
+
+def cmdline_of(xml: str) -> str | None:
+    """A domain's kernel command line; None when it boots its firmware."""
+    element = ET.fromstring(xml).find("os/cmdline")
+    return None if element is None else (element.text or "")
+
+
+def domain_type(xml: str) -> str:
+    """libvirt's <domain type>: 'kvm', or 'qemu' for TCG."""
+    return ET.fromstring(xml).get("type", "")
