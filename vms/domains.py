@@ -119,6 +119,20 @@ def set_kernel_args(conn: libvirt.virConnect, dom: libvirt.virDomain) -> list[st
     return wanted.split()[len(have.split()) :]
 
 
+def before_restart(
+    conn: libvirt.virConnect, dom: libvirt.virDomain, node: PlannedNode
+) -> list[str]:
+    """What a shut-off domain made by an older launcher gets before it starts again (CPU shares,
+    kernel arguments), said as the commands print it."""
+    said = []
+    if set_cpu_shares(conn, dom, node):
+        said.append(f"CPU shares set to {node.cpu_shares}")
+    added = set_kernel_args(conn, dom)
+    if added:
+        said.append(f"kernel arguments added: {' '.join(added)}")
+    return said
+
+
 def desired_xml(
     plan: Plan,
     node: PlannedNode,

@@ -133,11 +133,8 @@ def up(
                 # Shut off since (a power cut, `lab stop`): it boots again, not for the first
                 # time; `--wait` must read this boot only.
                 boots.before_start(launch.state, node.name, dom)
-                if domains.set_cpu_shares(conn, dom, node):
-                    report.did(f"domain {node.name}: CPU shares set to {node.cpu_shares}")
-                added = domains.set_kernel_args(conn, dom)
-                if added:
-                    report.did(f"domain {node.name}: kernel arguments added: {' '.join(added)}")
+                for said in domains.before_restart(conn, dom, node):
+                    report.did(f"domain {node.name}: {said}")
             dom.create()
             report.did(f"domain {node.name}: started")
         checkpoint(f"domain:{node.name}")

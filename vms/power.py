@@ -172,11 +172,8 @@ def start(
             say(name, f"already {domains.state_of(dom)}")
             continue
         note = boots.before_start(state, name, dom)
-        if domains.set_cpu_shares(conn, dom, plan.node(name)):
-            say(name, f"CPU shares set to {plan.node(name).cpu_shares}")
-        added = domains.set_kernel_args(conn, dom)
-        if added:
-            say(name, f"kernel arguments added: {' '.join(added)}")
+        for said in domains.before_restart(conn, dom, plan.node(name)):
+            say(name, said)
         dom.create()
         report.started.append(name)
         if note.firstboot == "unfinished":
