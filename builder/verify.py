@@ -232,11 +232,27 @@ def all_ok(rows: Iterable[Row]) -> bool:
     return bool(rows) and all(r.ok for r in rows)
 
 
-def run_checks(ctx: Context, checks: Iterable[tuple[str, Check]]) -> list[Row]:
-    """Runs every check (a failure does not stop the rest), then the cleanups, newest first."""
+Progress = Callable[[str], None]
+
+
+def quiet(_line: str) -> None:
+    """No progress lines (tests, and callers that print only the table)."""
+
+
+def row_line(row: Row) -> str:
+    """A finished check as one progress line, so a long verify shows where it is."""
+    return f"{row.name}: {'pass' if row.ok else 'FAIL'} ({row.seconds:.0f} s) {row.detail}"
+
+
+def run_checks(
+    ctx: Context, checks: Iterable[tuple[str, Check]], progress: Progress = quiet
+) -> list[Row]:
+    """Runs every check (a failure does not stop the rest), then the cleanups, newest first;
+    `progress` hears each check start and end."""
     rows: list[Row] = []
     try:
         for name, check in checks:
+            progress(f"{name} ...")
             started = time.monotonic()
             try:
                 detail, ok = check(ctx), True
@@ -245,7 +261,10 @@ def run_checks(ctx: Context, checks: Iterable[tuple[str, Check]]) -> list[Row]:
             except Exception as exc:  # an SDK or HTTP error is this check's failure, not a crash
                 detail, ok = f"{type(exc).__name__}: {exc}", False
             rows.append(Row(name, ok, detail, time.monotonic() - started))
+            progress(row_line(rows[-1]))
     finally:
+        if ctx.cleanups:
+            progress(f"cleanup: deleting {', '.join(what for what, _ in reversed(ctx.cleanups))}")
         rows.extend(cleanup(ctx))
     return rows
 
@@ -621,9 +640,10 @@ def leftovers(conn: Any) -> list[str]:
     return [f"{kind} {label}" for kind, label, _ in _own(conn)]
 
 
-def sweep(conn: Any) -> None:
+def sweep(conn: Any, progress: Progress = quiet) -> None:
     """Removes what an interrupted earlier verify left behind, so every run starts clean."""
-    for kind, _, thing in list(_own(conn)):
+    for kind, label, thing in list(_own(conn)):
+        progress(f"leftovers: deleting {kind} {label} (an earlier verify's)")
         if kind == "floating ip":
             conn.network.delete_ip(thing, ignore_missing=True)
         elif kind == "server":
@@ -663,12 +683,13 @@ def verify(
     deep: bool = False,
     timeout: float = 900.0,
     on: str | None = None,
+    progress: Progress = quiet,
 ) -> list[Row]:
     conn, password = connect(clouds_yaml, plan.lab)
     ctx = Context(conn=conn, plan=plan, password=password, timeout=timeout, deep=deep, on=on)
     try:
         try:
-            sweep(conn)
+            sweep(conn, progress)
         except Exception as exc:  # a cloud that does not answer yet is a finding, not a crash
             swept = Row(
                 "leftovers",
@@ -676,7 +697,8 @@ def verify(
                 f"could not clear what an earlier verify left ({type(exc).__name__}: {exc}); "
                 "is every node ready ('lab status')?",
             )
-            return [swept, *run_checks(ctx, checks(deep))]
-        return run_checks(ctx, checks(deep))
+            progress(row_line(swept))
+            return [swept, *run_checks(ctx, checks(deep), progress)]
+        return run_checks(ctx, checks(deep), progress)
     finally:
         conn.close()

@@ -247,8 +247,11 @@ def test_cli_json_and_exit_code(monkeypatch, tmp_path: Path) -> None:
     results = {"rows": [Row("token", True, "ok"), Row("server", False, "no image")]}
     seen = {}
 
-    def fake_verify(plan, clouds_yaml, *, deep, timeout, on):
+    def fake_verify(plan, clouds_yaml, *, deep, timeout, on, progress):
         seen.update(clouds_yaml=clouds_yaml, deep=deep, timeout=timeout, on=on)
+        for row in results["rows"]:
+            progress(f"{row.name} ...")
+            progress(verify.row_line(row))
         return results["rows"]
 
     monkeypatch.setattr(cli_verify, "verify", fake_verify)
@@ -256,7 +259,9 @@ def test_cli_json_and_exit_code(monkeypatch, tmp_path: Path) -> None:
     args = ["verify", "-t", str(DEFAULT_TOPOLOGY), "--state-dir", str(tmp_path), "--json"]
     failed = runner.invoke(_group(), args)
     assert failed.exit_code == 1
-    assert json.loads(failed.output)["ok"] is False
+    assert json.loads(failed.stdout)["ok"] is False
+    # Progress goes to stderr as each check runs, so the JSON on stdout stays parseable.
+    assert "server: FAIL (0 s) no image" in failed.stderr
     assert seen["clouds_yaml"] == tmp_path / "stackseed" / "clouds.yaml"
 
     results["rows"] = [Row("token", True, "ok")]
@@ -507,3 +512,27 @@ def test_a_targeted_server_must_run_on_the_node_asked_for(plan) -> None:
     ctx = Context(conn=cloud, plan=plan, password="x")
     assert "ACTIVE on compute1" in verify.check_server(ctx)
     assert "host" not in cloud.created
+
+
+def test_progress_names_each_check_as_it_starts_and_ends(plan) -> None:
+    heard: list[str] = []
+    context = ctx(plan)
+
+    def makes(c: Context) -> str:
+        heard.append("(check ran)")
+        c.on_cleanup("volume", lambda: heard.append("(volume deleted)"))
+        return "made a volume"
+
+    def fails(c: Context) -> str:
+        raise CheckFailed("timed out after 900s waiting for ACTIVE")
+
+    verify.run_checks(context, [("volume", makes), ("server", fails)], heard.append)
+    assert heard == [
+        "volume ...",
+        "(check ran)",
+        "volume: pass (0 s) made a volume",
+        "server ...",
+        "server: FAIL (0 s) timed out after 900s waiting for ACTIVE",
+        "cleanup: deleting volume",
+        "(volume deleted)",
+    ]

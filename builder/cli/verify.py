@@ -8,6 +8,7 @@ from contextlib import suppress
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from builder.cli.common import (
@@ -35,6 +36,10 @@ def table(rows: list[Row]) -> Table:
         mark = "[green]pass[/green]" if row.ok else "[bold red]FAIL[/bold red]"
         result.add_row(row.name, mark, f"{row.seconds:.1f}", row.detail)
     return result
+
+
+def progress_line(line: str) -> None:
+    err.print(f"  {escape(line)}", soft_wrap=True)
 
 
 @click.command("verify")
@@ -71,7 +76,11 @@ def verify_command(
                 fix=f"pick one of: {', '.join(computes) or 'none (no node has a compute role)'}",
             )
     clouds_yaml = cloud_config or lab.state.clouds_yaml
-    rows = verify(lab.plan, clouds_yaml, deep=deep, timeout=timeout, on=on_node)
+    # Each check's start and end as it happens, on stderr (stdout stays the table or the
+    # JSON): under TCG a verify takes a quarter of an hour, and a silent one looks hung.
+    rows = verify(
+        lab.plan, clouds_yaml, deep=deep, timeout=timeout, on=on_node, progress=progress_line
+    )
     ok = all_ok(rows)
     record = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "ok": ok}
     # `lab snapshot` reads it; it never makes a state directory nor fails verify.
