@@ -59,6 +59,13 @@ class Row:
     seconds: float = 0.0
 
 
+Progress = Callable[[str], None]
+
+
+def quiet(_line: str) -> None:
+    """No progress lines (tests, and callers that print only the table)."""
+
+
 @dataclass
 class Context:
     """What checks share: the connection, the plan, and what they made (for cleanup)."""
@@ -74,6 +81,8 @@ class Context:
     volume: Any = None
     floating_ip: Any = None
     cleanups: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
+    # Hears a check's long waits as they begin (run_checks sets it to its own listener).
+    progress: Progress = quiet
 
     def on_cleanup(self, what: str, func: Callable[[], None]) -> None:
         self.cleanups.append((what, func))
@@ -232,13 +241,6 @@ def all_ok(rows: Iterable[Row]) -> bool:
     return bool(rows) and all(r.ok for r in rows)
 
 
-Progress = Callable[[str], None]
-
-
-def quiet(_line: str) -> None:
-    """No progress lines (tests, and callers that print only the table)."""
-
-
 def row_line(row: Row) -> str:
     """A finished check as one progress line, so a long verify shows where it is."""
     return f"{row.name}: {'pass' if row.ok else 'FAIL'} ({row.seconds:.0f} s) {row.detail}"
@@ -250,6 +252,7 @@ def run_checks(
     """Runs every check (a failure does not stop the rest), then the cleanups, newest first;
     `progress` hears each check start and end."""
     rows: list[Row] = []
+    ctx.progress = lambda line: progress(f"  {line}")
     try:
         for name, check in checks:
             progress(f"{name} ...")
@@ -288,8 +291,16 @@ def cleanup(ctx: Context) -> list[Row]:
     return []
 
 
-def wait_until(what: str, timeout: float, probe: Callable[[], Any], interval: float = 3.0) -> Any:
-    """Polls probe() until it returns something truthy; CheckFailed naming `what` on timeout."""
+def wait_until(
+    what: str,
+    timeout: float,
+    probe: Callable[[], Any],
+    interval: float = 3.0,
+    say: Progress = quiet,
+) -> Any:
+    """Polls probe() until it returns something truthy; CheckFailed naming `what` on timeout.
+    `say` hears the wait begin (a verify's progress: which wait a long check is in)."""
+    say(f"waiting for {what} (up to {timeout:.0f} s)")
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
@@ -431,6 +442,7 @@ def check_server(ctx: Context) -> str:
     )
     ctx.on_cleanup("server", lambda: _delete_server(conn, server, ctx.timeout))
     started = time.monotonic()
+    ctx.progress(f"waiting for {server.name} ACTIVE (up to {ctx.timeout:.0f} s)")
     server = conn.compute.wait_for_server(server, status="ACTIVE", wait=int(ctx.timeout))
     ctx.server = server
     landed = short(server.compute_host)
@@ -467,6 +479,7 @@ def await_status(
     step: str,
     timeout: float,
     interval: float = POLL,
+    say: Progress = quiet,
 ) -> None:
     """Polls get_status() until it is `want`. CheckFailed names the step and the last status,
     so a verify row tells an attach that never finished from a detach that never finished."""
@@ -479,7 +492,7 @@ def await_status(
         return seen[-1] == want
 
     try:
-        wait_until(f"'{want}' ({step})", timeout, reached, interval=interval)
+        wait_until(f"volume '{want}' ({step})", timeout, reached, interval=interval, say=say)
     except CheckFailed as exc:
         if seen and seen[-1] not in failures:
             raise CheckFailed(f"{exc}; the volume stayed '{seen[-1]}'") from None
@@ -499,7 +512,11 @@ def wait_guest_booted(ctx: Context, timeout: float) -> bool:
     minutes."""
     try:
         wait_until(
-            f"'{BOOT_BANNER}' on the server console", timeout, lambda: console_shows_boot(ctx), POLL
+            f"'{BOOT_BANNER}' on the server console",
+            timeout,
+            lambda: console_shows_boot(ctx),
+            POLL,
+            ctx.progress,
         )
     except CheckFailed:
         return False
@@ -516,15 +533,31 @@ def check_volume(ctx: Context) -> str:
     def status() -> str:
         return str(conn.block_storage.get_volume(volume).status)
 
-    await_status(status, "available", ["error"], "create", ctx.timeout, POLL)
+    await_status(status, "available", ["error"], "create", ctx.timeout, POLL, ctx.progress)
     # Attaching to a guest that never printed its banner is still tried (the console log is
     # not the attach's business), but the row says so: a failed detach then has its reason.
     booted = wait_guest_booted(ctx, ctx.timeout)
     try:
         attachment = conn.compute.create_volume_attachment(ctx.server, volume_id=volume.id)
-        await_status(status, "in-use", ["error", "error_attaching"], "attach", ctx.timeout, POLL)
+        await_status(
+            status,
+            "in-use",
+            ["error", "error_attaching"],
+            "attach",
+            ctx.timeout,
+            POLL,
+            ctx.progress,
+        )
         conn.compute.delete_volume_attachment(ctx.server, attachment.volume_id or volume.id)
-        await_status(status, "available", ["error", "error_detaching"], "detach", ctx.timeout, POLL)
+        await_status(
+            status,
+            "available",
+            ["error", "error_detaching"],
+            "detach",
+            ctx.timeout,
+            POLL,
+            ctx.progress,
+        )
     except CheckFailed as exc:
         why = server_error(conn, ctx.server)
         raise CheckFailed(f"{exc}; nova says: {why}" if why else str(exc)) from None
@@ -601,7 +634,7 @@ def check_ping(ctx: Context) -> str:
         )
         return result.returncode == 0
 
-    wait_until(f"ping to {address}", min(ctx.timeout, 300), answers, interval=5)
+    wait_until(f"ping to {address}", min(ctx.timeout, 300), answers, 5, ctx.progress)
     return f"floating IP {address} answers ping from the host"
 
 

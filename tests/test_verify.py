@@ -519,7 +519,7 @@ def test_progress_names_each_check_as_it_starts_and_ends(plan) -> None:
     context = ctx(plan)
 
     def makes(c: Context) -> str:
-        heard.append("(check ran)")
+        verify.wait_until("volume 'available' (create)", 5, lambda: True, say=c.progress)
         c.on_cleanup("volume", lambda: heard.append("(volume deleted)"))
         return "made a volume"
 
@@ -529,7 +529,8 @@ def test_progress_names_each_check_as_it_starts_and_ends(plan) -> None:
     verify.run_checks(context, [("volume", makes), ("server", fails)], heard.append)
     assert heard == [
         "volume ...",
-        "(check ran)",
+        # A long wait inside a check is named, one level in, as it begins.
+        "  waiting for volume 'available' (create) (up to 5 s)",
         "volume: pass (0 s) made a volume",
         "server ...",
         "server: FAIL (0 s) timed out after 900s waiting for ACTIVE",
