@@ -210,3 +210,34 @@ def test_a_catalog_without_the_service_names_what_is_missing() -> None:
         }
         with pytest.raises(LookupError, match="no network endpoint"):
             joined.Cloud(facts, SECRET).listing("network-agent")
+
+
+def test_only_waits_for_the_named_join_alone(tmp_path: Path, monkeypatch, capsys) -> None:
+    # The controller's 43-neutron starts the DHCP and L3 agents only once its L2 agent is alive
+    # (ML2 binds their ports only where one reports): that wait must not also wait for the
+    # agents it has not started yet.
+    with FakeCloud() as cloud:
+        cloud.listings["agents"] = [agent("controller", "Open vSwitch agent", False)]
+        facts = {
+            "region": "R1",
+            "node": {"name": "controller", "role": "controller", "ip": "10.0.0.11"},
+            "controller": {"name": "controller", "ip": "127.0.0.1", "auth_url": f"{cloud.url}/v3"},
+            "joins": join_facts("controller", "openvswitch"),
+        }
+        (tmp_path / "node.json").write_text(json.dumps(facts))
+        (tmp_path / "secrets.json").write_text(json.dumps({"admin_password": SECRET}))
+        monkeypatch.setenv("STACKSEED_NODE_JSON", str(tmp_path / "node.json"))
+        monkeypatch.setenv("STACKSEED_SECRETS_JSON", str(tmp_path / "secrets.json"))
+        monkeypatch.setenv("STACKSEED_ROOT", str(tmp_path))
+        args = ["--only", "neutron-l2-agent", "--timeout", "1", "--interval", "0.2"]
+        args += ["--restart-after", "60"]
+
+        assert joined.main(args) == 1
+        assert "neutron-l2-agent on controller did not join" in capsys.readouterr().err
+
+        cloud.listings["agents"][0]["alive"] = True
+        assert joined.main(args) == 0  # the DHCP, L3 and metadata agents are not listed at all
+        assert joined.main(args[2:]) == 1  # every join: those three are still missing
+
+        assert joined.main(["--only", "neutron-l2-agnet", "--timeout", "1"]) == 1
+        assert "neutron-l2-agnet: not among this node's joins" in capsys.readouterr().err

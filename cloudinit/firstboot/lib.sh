@@ -196,6 +196,14 @@ wait_joined() {
     python3 "$STACKSEED_ROOT/usr/local/lib/stackseed/stackseed-joined" --timeout "${1:-$JOIN_TIMEOUT}"
 }
 
+# wait_agent_alive <timeout> <join-name>: one of this node's joins (joins.yaml: e.g.
+# neutron-l2-agent) alive as the controller's API lists it. Restarted only after <timeout>/2: a
+# TCG controller's agent can take minutes to report for the first time.
+wait_agent_alive() {
+    python3 "$STACKSEED_ROOT/usr/local/lib/stackseed/stackseed-joined" --timeout "$1" \
+        --restart-after "$(($1 / 2))" --only "$2"
+}
+
 wait_rabbit() {
     wait_for "rabbitmq login as openstack at $(fact controller.ip):5672" "${1:-$PEER_TIMEOUT}" probe_rabbit
 }

@@ -73,4 +73,11 @@ fi
 # controller while the agents loaded too, past the old 300 s wait); the agents need it anyway.
 svc_start neutron-api neutron-rpc-server
 wait_for "neutron-server on $ctl:9696" "$SERVICE_TIMEOUT" probe_http "http://$ctl:9696/" 200
-svc_start "$l2_agent" neutron-dhcp-agent neutron-metadata-agent neutron-l3-agent
+# The DHCP and L3 agents bind ports to this host, and ML2 binds a port only where a live L2 agent
+# reports. A port whose binding failed stays failed: the agents read ports from their cache and
+# never ask the server to bind again. Seen under TCG: the OVS agent reported for the first time
+# six minutes after it started, day zero's networks came first, both DHCP ports stayed
+# binding_failed, and the test server never got an address. So the L2 agent comes first.
+svc_start "$l2_agent"
+wait_agent_alive "$JOIN_TIMEOUT" neutron-l2-agent
+svc_start neutron-dhcp-agent neutron-metadata-agent neutron-l3-agent
