@@ -59,6 +59,16 @@ def hypervisor(host: str) -> dict[str, object]:
 COMPUTE = join_facts("compute", "openvswitch")["services"]
 
 
+def node_facts(cloud: FakeCloud, name: str, role: str, ip: str) -> dict[str, object]:
+    """node.json as the seed writes it for a node of `role`, its controller the fake cloud."""
+    return {
+        "region": "R1",
+        "node": {"name": name, "role": role, "ip": ip},
+        "controller": {"name": "controller", "ip": "127.0.0.1", "auth_url": f"{cloud.url}/v3"},
+        "joins": join_facts(role, "openvswitch"),
+    }
+
+
 def test_pending_tells_unregistered_from_dead_and_empties_when_alive() -> None:
     seen: dict[str, list] = {"network-agent": [], "compute-service": [], "hypervisor": []}
     assert joined.pending("compute1", COMPUTE, seen) == {
@@ -102,12 +112,7 @@ class Node:
         shutil.copyfile(FIRSTBOOT / "common/90-joined.sh", phases / "90-joined.sh")
         etc = base / "etc/stackseed"
         etc.mkdir(parents=True)
-        facts = {
-            "region": "R1",
-            "node": {"name": "compute1", "role": "compute", "ip": "10.0.0.31"},
-            "controller": {"name": "controller", "ip": "127.0.0.1", "auth_url": f"{cloud.url}/v3"},
-            "joins": join_facts("compute", "openvswitch"),
-        }
+        facts = node_facts(cloud, "compute1", "compute", "10.0.0.31")
         (etc / "node.json").write_text(json.dumps(facts))
         (etc / "secrets.json").write_text(json.dumps({"svc_nova": SECRET}))
         self.console = base / "console"
@@ -218,12 +223,7 @@ def test_only_waits_for_the_named_join_alone(tmp_path: Path, monkeypatch, capsys
     # agents it has not started yet.
     with FakeCloud() as cloud:
         cloud.listings["agents"] = [agent("controller", "Open vSwitch agent", False)]
-        facts = {
-            "region": "R1",
-            "node": {"name": "controller", "role": "controller", "ip": "10.0.0.11"},
-            "controller": {"name": "controller", "ip": "127.0.0.1", "auth_url": f"{cloud.url}/v3"},
-            "joins": join_facts("controller", "openvswitch"),
-        }
+        facts = node_facts(cloud, "controller", "controller", "10.0.0.11")
         (tmp_path / "node.json").write_text(json.dumps(facts))
         (tmp_path / "secrets.json").write_text(json.dumps({"admin_password": SECRET}))
         monkeypatch.setenv("STACKSEED_NODE_JSON", str(tmp_path / "node.json"))
