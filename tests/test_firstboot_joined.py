@@ -241,3 +241,34 @@ def test_only_waits_for_the_named_join_alone(tmp_path: Path, monkeypatch, capsys
 
         assert joined.main(["--only", "neutron-l2-agnet", "--timeout", "1"]) == 1
         assert "neutron-l2-agnet: not among this node's joins" in capsys.readouterr().err
+
+
+class Listings:
+    """What wait() asks of the controller: `listing(api)`, here answered from a dict, or a
+    timeout for every API (an overloaded neutron-server)."""
+
+    def __init__(self, seen: dict[str, list] | None) -> None:
+        self.seen = seen
+
+    def listing(self, api: str) -> list:
+        if self.seen is None:
+            raise TimeoutError("timed out")
+        return self.seen.get(api, [])
+
+
+def test_an_api_that_does_not_answer_restarts_nothing(monkeypatch) -> None:
+    # Seen: neutron-server too busy to answer at 300 s, and every agent of the controller
+    # restarted, the live OVS agent included; it then took ten minutes to report again.
+    restarted: list[str] = []
+    monkeypatch.setattr(joined, "restart", restarted.append)
+    monkeypatch.setattr(joined.time, "sleep", lambda _s: None)
+    facts = {"node": {"name": "compute1"}, "joins": join_facts("compute", "openvswitch")}
+
+    assert joined.wait(facts, Listings(None), 0.05, 0.0, 0.01) == 1
+    assert restarted == []
+
+    dead = {"network-agent": [agent("compute1", "Open vSwitch agent", False)]}
+    assert joined.wait(facts, Listings(dead), 0.05, 0.0, 0.01) == 1
+    # The listing's word: the agent not alive and nova-compute not registered are restarted,
+    # each unit once (nova-compute stands behind two joins).
+    assert sorted(restarted) == ["neutron-openvswitch-agent", "nova-compute"]
