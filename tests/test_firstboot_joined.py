@@ -272,3 +272,19 @@ def test_an_api_that_does_not_answer_restarts_nothing(monkeypatch) -> None:
     # The listing's word: the agent not alive and nova-compute not registered are restarted,
     # each unit once (nova-compute stands behind two joins).
     assert sorted(restarted) == ["neutron-openvswitch-agent", "nova-compute"]
+
+
+def test_the_controller_starts_port_binding_agents_after_its_l2_agent_is_alive() -> None:
+    # The order is the fix itself, and lives in a script that needs real services to run: a
+    # reordering of these three lines brings the binding_failed DHCP ports back.
+    lines = (FIRSTBOOT / "controller/43-neutron.sh").read_text().splitlines()
+
+    def where(text: str) -> int:
+        return next(i for i, line in enumerate(lines) if line.strip().startswith(text))
+
+    l2 = where('svc_start "$l2_agent"')
+    alive = where("wait_agent_alive")
+    others = where("svc_start neutron-dhcp-agent")
+    assert l2 < alive < others
+    assert "neutron-l2-agent" in lines[alive]
+    assert "neutron-l3-agent" in lines[others] and "$l2_agent" not in lines[others]
