@@ -533,31 +533,18 @@ def check_volume(ctx: Context) -> str:
     def status() -> str:
         return str(conn.block_storage.get_volume(volume).status)
 
-    await_status(status, "available", ["error"], "create", ctx.timeout, POLL, ctx.progress)
+    def reaches(want: str, failures: list[str], step: str) -> None:
+        await_status(status, want, failures, step, ctx.timeout, POLL, ctx.progress)
+
+    reaches("available", ["error"], "create")
     # Attaching to a guest that never printed its banner is still tried (the console log is
     # not the attach's business), but the row says so: a failed detach then has its reason.
     booted = wait_guest_booted(ctx, ctx.timeout)
     try:
         attachment = conn.compute.create_volume_attachment(ctx.server, volume_id=volume.id)
-        await_status(
-            status,
-            "in-use",
-            ["error", "error_attaching"],
-            "attach",
-            ctx.timeout,
-            POLL,
-            ctx.progress,
-        )
+        reaches("in-use", ["error", "error_attaching"], "attach")
         conn.compute.delete_volume_attachment(ctx.server, attachment.volume_id or volume.id)
-        await_status(
-            status,
-            "available",
-            ["error", "error_detaching"],
-            "detach",
-            ctx.timeout,
-            POLL,
-            ctx.progress,
-        )
+        reaches("available", ["error", "error_detaching"], "detach")
     except CheckFailed as exc:
         why = server_error(conn, ctx.server)
         raise CheckFailed(f"{exc}; nova says: {why}" if why else str(exc)) from None

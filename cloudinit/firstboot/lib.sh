@@ -190,18 +190,19 @@ wait_keystone() {
         probe_http "http://$(fact controller.ip):5000/v3" 200
 }
 
-# wait_joined [timeout]: until the controller's APIs show every service of node.json's `joins`
+# wait_joined [timeout [option...]]: until the controller's APIs show every service of node.json's `joins`
 # alive (stackseed-joined polls them in one process; it names what is missing on timeout).
+# Further options go to stackseed-joined as they are.
 wait_joined() {
-    python3 "$STACKSEED_ROOT/usr/local/lib/stackseed/stackseed-joined" --timeout "${1:-$JOIN_TIMEOUT}"
+    python3 "$STACKSEED_ROOT/usr/local/lib/stackseed/stackseed-joined" --timeout "${1:-$JOIN_TIMEOUT}" \
+        "${@:2}"
 }
 
 # wait_agent_alive <timeout> <join-name>: one of this node's joins (joins.yaml: e.g.
 # neutron-l2-agent) alive as the controller's API lists it. Restarted only after <timeout>/2: a
 # TCG controller's agent can take minutes to report for the first time.
 wait_agent_alive() {
-    python3 "$STACKSEED_ROOT/usr/local/lib/stackseed/stackseed-joined" --timeout "$1" \
-        --restart-after "$(($1 / 2))" --only "$2"
+    wait_joined "$1" --restart-after "$(($1 / 2))" --only "$2"
 }
 
 wait_rabbit() {
