@@ -60,9 +60,9 @@ def wait_for(check, seconds: float = 30) -> bool:  # type: ignore[no-untyped-def
     return bool(check())
 
 
-def workers_script(root: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def workers_script(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["sh", str(WORKERS)],
+        ["sh", str(WORKERS), *args],
         env={"PATH": os.environ["PATH"], "STACKSEED_ROOT": str(root), **env},
         capture_output=True,
         text=True,
@@ -200,3 +200,63 @@ def test_a_stopped_app_or_an_app_of_one_worker_is_left_alone(tmp_path: Path) -> 
         f"glance-api-uwsgi.ini: no master FIFO at {tmp_path}/none.fifo (not running)",
         f"nova-api-uwsgi.ini: {stale} took no request",
     ]
+
+
+def test_busy_is_the_share_of_cpu_time_not_idle_over_the_window(tmp_path: Path) -> None:
+    """iowait counts as idle; the columns after steal (guest time, already in user) do not
+    count twice."""
+    stat_file = tmp_path / "stat"
+    stat_file.write_text("cpu  100 0 100 800 0 0 0 0 7 7\ncpu0 1 1 1 1\n")
+    proc = subprocess.Popen(
+        ["sh", str(WORKERS), "--busy", "2"],
+        env={"PATH": os.environ["PATH"], "STACKSEED_STAT": str(stat_file)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.5)
+    # 400 ticks more: 150 user, 50 system, 100 idle, 100 iowait -> 200 of 400 busy.
+    stat_file.write_text("cpu  250 0 150 900 100 0 0 0 90 90\n")
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert out.strip() == "50"
+
+
+def test_settle_asks_once_the_node_has_a_core_to_spare(
+    start_app: Callable[[], App], tmp_path: Path
+) -> None:
+    root, proc = start_app()
+    quiet = tmp_path / "quiet-stat"
+    quiet.write_text("cpu  100 0 100 800 0 0 0 0\n")  # unchanging: nothing busy
+
+    asked = workers_script(
+        root,
+        "--settle",
+        STACKSEED_STAT=str(quiet),
+        STACKSEED_SETTLE_WINDOW="1",
+        STACKSEED_SETTLE_TIMEOUT="5",
+    )
+
+    assert asked.returncode == 0, asked.stderr
+    assert asked.stdout.strip() == "app-uwsgi.ini: second worker asked for (node 0% busy)"
+    assert wait_for(lambda: workers_of(proc.pid) == 2), (root / "uwsgi.log").read_text()
+
+
+def test_settle_on_a_node_that_stays_busy_asks_anyway_once_its_time_is_up(
+    start_app: Callable[[], App],
+) -> None:
+    root, proc = start_app()
+
+    began = time.monotonic()
+    asked = workers_script(
+        root,
+        "--settle",
+        STACKSEED_SETTLE_BUSY="-1",  # never settled
+        STACKSEED_SETTLE_WINDOW="1",
+        STACKSEED_SETTLE_TIMEOUT="3",
+    )
+
+    assert asked.returncode == 0, asked.stderr
+    assert time.monotonic() - began >= 3
+    assert "app-uwsgi.ini: second worker asked for (node still " in asked.stdout
+    assert "busy after 3 s, asking anyway)" in asked.stdout
+    assert wait_for(lambda: workers_of(proc.pid) == 2), (root / "uwsgi.log").read_text()

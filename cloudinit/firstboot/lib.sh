@@ -474,7 +474,8 @@ need_secrets() {
 # - A two-process app starts with one worker (uwsgi's manual "cheaper" mode) and gets its second
 #   once the node's services are all up: each worker imports the whole service (~60 s of CPU
 #   under TCG), and a boot's CPU goes to what readiness needs first. At that point
-#   stackseed-workers writes "+" to each such app's master FIFO; an app started later (a
+#   stackseed-workers --settle, in the background, writes "+" to each such app's master FIFO,
+#   one app at a time, each once the node has a core to spare; an app started later (a
 #   restart by hand) asks for its second worker itself once its first accepts. The FIFO sits in
 #   the service user's home: uwsgi makes it after dropping to that user. (Trixie's glance-api
 #   runs glance's own server, not this .ini; its lines matter where a package runs uwsgi.)
