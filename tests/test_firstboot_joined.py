@@ -288,3 +288,61 @@ def test_the_controller_starts_port_binding_agents_after_its_l2_agent_is_alive()
     assert l2 < alive < others
     assert "neutron-l2-agent" in lines[alive]
     assert "neutron-l3-agent" in lines[others] and "$l2_agent" not in lines[others]
+
+
+def port(port_id: str, host: str, vif_type: str) -> dict[str, str]:
+    return {
+        "id": port_id,
+        "device_owner": "network:dhcp",
+        "binding:host_id": host,
+        "binding:vif_type": vif_type,
+    }
+
+
+def test_once_its_l2_agent_is_alive_a_node_has_its_failed_port_bindings_tried_again(
+    tmp_path: Path,
+) -> None:
+    # Seen: both DHCP ports binding_failed for good, the test server's ping failing 40 min on.
+    with FakeCloud() as cloud:
+        cloud.listings["agents"] = [agent("compute1", "Open vSwitch agent", True)]
+        cloud.listings["compute-services"] = [up("nova-compute", "compute1")]
+        cloud.listings["hypervisors"] = [hypervisor("compute1")]
+        cloud.listings["ports"] = [
+            port("p-failed", "compute1.lab.test", "binding_failed"),
+            port("p-bound", "compute1", "ovs"),
+            port("p-elsewhere", "controller", "binding_failed"),
+            port("p-unbound", "", "unbound"),
+        ]
+        node = Node(tmp_path, cloud)
+
+        result = node.run()
+
+        assert result.returncode == 0, node.console_text()
+        # Only this node's failed port, its host left as it was (an update is what ML2 needs).
+        assert cloud.updates == [("p-failed", {"port": {"binding:host_id": "compute1.lab.test"}})]
+        log = (tmp_path / "var/log/stackseed/phases/90-joined.log").read_text()
+        assert "port p-failed (network:dhcp): binding had failed; asked again, now ovs" in log
+
+        # Still failing (the agent died again): said, and the node is ready all the same.
+        cloud.binds_to = None
+        cloud.listings["ports"] = [port("p-again", "compute1", "binding_failed")]
+        (tmp_path / "var/lib/stackseed/done/firstboot").unlink()
+        for stamp in (tmp_path / "var/lib/stackseed/done").glob("*"):
+            stamp.unlink()
+        assert node.run().returncode == 0
+        log = (tmp_path / "var/log/stackseed/phases/90-joined.log").read_text()
+        assert (
+            "port p-again (network:dhcp): binding had failed; asked again, now binding_failed"
+            in log
+        )
+
+
+def test_a_node_without_an_l2_agent_leaves_the_ports_alone() -> None:
+    with FakeCloud() as cloud:
+        cloud.listings["volume-services"] = [up("cinder-volume", "block1@lvm")]
+        cloud.listings["ports"] = [port("p-failed", "block1", "binding_failed")]
+        facts = node_facts(cloud, "block1", "block", "10.0.0.41")
+        login = joined.Cloud(facts, SECRET)
+
+        assert joined.wait(facts, login, 5, 300, 0.1) == 0
+        assert cloud.updates == []

@@ -3,7 +3,9 @@ check makes. A fake, named so: a real OpenStack cannot run in the fast suite; th
 answer the same calls in the e2e chain and in every `lab up --wait`.
 
 It issues a token (recording the credentials it was given) with a catalog pointing back at
-itself, and serves the agent, service and hypervisor listings a test sets in `listings`.
+itself, and serves the agent, service, hypervisor and port listings a test sets in `listings`.
+A port update is recorded in `updates` and, as ML2 does when the port's host has a live L2
+agent, binds a port whose binding failed (`binds_to` its new vif_type; None leaves it failed).
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ class FakeCloud:
             "compute-services": [],
             "hypervisors": [],
             "volume-services": [],
+            "ports": [],
         }
+        self.updates: list[tuple[str, dict[str, Any]]] = []
+        self.binds_to: str | None = "ovs"
         self.logins: list[dict[str, Any]] = []
         # Tokens it still accepts; revoke() empties it, as a restarted or restored keystone would.
         self.tokens: set[str] = set()
@@ -59,6 +64,7 @@ class FakeCloud:
                     "/compute/v2.1/os-services": ("services", "compute-services"),
                     "/compute/v2.1/os-hypervisors/detail": ("hypervisors", "hypervisors"),
                     "/volume/v3/p1/os-services": ("services", "volume-services"),
+                    "/network/v2.0/ports": ("ports", "ports"),
                 }
                 if path not in routes:
                     self._send(404, {})
@@ -68,6 +74,25 @@ class FakeCloud:
                     return
                 key, listing = routes[path]
                 self._send(200, {key: cloud.listings[listing]})
+
+            def do_PUT(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                request = json.loads(self.rfile.read(length) or b"{}")
+                prefix = "/network/v2.0/ports/"
+                if self.headers.get("X-Auth-Token") not in cloud.tokens:
+                    self._send(401, {"error": {"code": 401, "message": "token not valid"}})
+                    return
+                port_id = self.path[len(prefix) :] if self.path.startswith(prefix) else ""
+                ports = [p for p in cloud.listings["ports"] if p.get("id") == port_id]
+                if not ports:
+                    self._send(404, {"NeutronError": {"message": f"Port {port_id} not found"}})
+                    return
+                cloud.updates.append((port_id, request))
+                port = ports[0]
+                port.update(request.get("port", {}))
+                if port.get("binding:vif_type") == "binding_failed" and cloud.binds_to:
+                    port["binding:vif_type"] = cloud.binds_to
+                self._send(200, {"port": port})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
