@@ -304,6 +304,14 @@ def test_the_walk_waits_for_the_management_address_and_ends_joined(role: str) ->
             assert "10-base" in closure(phases.TABLES[role].needs, name), name
 
 
+def test_the_controller_joins_after_day_zero_has_made_its_ports() -> None:
+    """stackseed-joined retries the failed bindings of the node's ports once its L2 agent is
+    alive: on the controller that must come after day zero made the router and DHCP ports."""
+    needs = phases.TABLES["controller"].needs
+    assert "50-day-zero" in closure(needs, "90-joined")
+    assert "43-neutron" in closure(needs, "90-joined")
+
+
 def test_a_node_waits_for_the_controller_api_its_units_talk_to() -> None:
     """An agent started before its server answers backs off for minutes; nova-compute waits
     for the conductor: each waits for the controller's API standing for its peer."""
