@@ -199,3 +199,103 @@ def test_token_logs_in_as_admin_with_the_password_from_the_secrets_file(tmp_path
         "domain": {"name": "Default"},
     }
     assert SECRETS["admin_password"] not in result.stdout + result.stderr
+
+
+@pytest.fixture
+def quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No waiting between polls: the fake answers at once."""
+    monkeypatch.setattr(cloud, "POLL", 0.0)
+    monkeypatch.setattr(cloud.time, "sleep", lambda _s: None)
+    # A regression fails in seconds, not after the real 15-minute bounds.
+    monkeypatch.setattr(cloud, "AGENT_TIMEOUT", 5.0)
+    monkeypatch.setattr(cloud, "DHCP_TIMEOUT", 5.0)
+
+
+def dhcp_ports(conn: FakeConnection, name: str) -> list:
+    net = next(n for n in conn.network.networks if n.name == name)
+    return [p for p in conn.network.ports_ if getattr(p, "network_id", None) == net.id]
+
+
+def test_day_zero_makes_networks_only_once_the_dhcp_and_l3_agents_are_alive(
+    facts: dict, parts: Path, quick: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = FakeConnection()
+    for agent in conn.network.agents_:
+        agent.is_alive = False
+    polls = []
+
+    def a_poll_later(_seconds: float) -> None:
+        polls.append(_seconds)
+        if len(polls) == 3:  # the agents report in
+            for agent in conn.network.agents_:
+                agent.is_alive = True
+
+    monkeypatch.setattr(cloud.time, "sleep", a_poll_later)
+    cloud.day_zero(conn, facts, parts)
+
+    methods = [m for _, m, _ in conn.calls]
+    last_dead_look = max(
+        i for i, m in enumerate(methods[: methods.index("create_network")]) if m == "agents"
+    )
+    assert len(polls) >= 3 and last_dead_look < methods.index("create_network")
+    assert all(p.status == "ACTIVE" for p in dhcp_ports(conn, "selfservice"))
+
+
+def test_day_zero_without_agents_says_which_and_makes_no_network(
+    facts: dict, parts: Path, quick: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = FakeConnection()
+    conn.network.agents_[1].is_alive = False  # the L3 agent
+    monkeypatch.setattr(cloud, "AGENT_TIMEOUT", 0.0)
+
+    with pytest.raises(SystemExit, match=r"no L3 agent alive after 0s"):
+        cloud.day_zero(conn, facts, parts)
+    assert conn.network.networks == []
+
+
+def test_a_network_its_dhcp_agent_missed_is_handed_to_it_again(
+    facts: dict, parts: Path, quick: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seen: the self-service subnet made while the DHCP agent started; no DHCP port, ever.
+    conn = FakeConnection()
+    conn.network.missed = {"selfservice"}
+    monkeypatch.setattr(cloud, "DHCP_GRACE", 0.0)
+
+    cloud.day_zero(conn, facts, parts)
+
+    [port] = dhcp_ports(conn, "selfservice")
+    assert port.status == "ACTIVE"
+    handed = [
+        m
+        for _, m, _ in conn.calls
+        if m.endswith("dhcp_agent_from_network") or m.endswith("dhcp_agent_to_network")
+    ]
+    assert handed == ["remove_dhcp_agent_from_network", "add_dhcp_agent_to_network"]
+    assert len(dhcp_ports(conn, "provider")) == 1  # served at once: left alone
+
+
+def test_a_network_no_agent_serves_fails_day_zero_naming_it(
+    facts: dict, parts: Path, quick: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = FakeConnection()
+    conn.network.missed = {"selfservice"}
+    monkeypatch.setattr(cloud, "DHCP_GRACE", 0.0)
+    monkeypatch.setattr(cloud, "DHCP_TIMEOUT", 0.0)
+    monkeypatch.setattr(conn.network, "add_dhcp_agent_to_network", lambda agent, net: {})
+
+    with pytest.raises(SystemExit, match=r"no active DHCP port on selfservice after 0s: see "):
+        cloud.day_zero(conn, facts, parts)
+
+
+def test_a_dhcp_port_whose_binding_failed_is_bound_again(facts: dict, quick: None) -> None:
+    conn = FakeConnection()
+    net = conn.network.create_network(name="selfservice")
+    conn.network.create_subnet(name="selfservice", network_id=net.id, cidr="172.16.1.0/24")
+    [port] = dhcp_ports(conn, "selfservice")
+    port.status, port.binding_vif_type = "DOWN", "binding_failed"
+
+    cloud.dhcp_served(conn, ("selfservice",))
+
+    [(_, _, attrs)] = [c for c in conn.calls if c[1] == "update_port"]
+    assert attrs == {"binding_host_id": "controller"}
+    assert port.status == "ACTIVE"

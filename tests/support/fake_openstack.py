@@ -3,6 +3,11 @@ compute, network, image), holding objects in memory. A fake, named so: keystone,
 and glance cannot run in the fast suite; the real ones answer the same calls on every first
 boot and in the e2e chain.
 
+Neutron's DHCP scheduling is played as the lab showed it: a subnet made with DHCP is handed to
+every alive DHCP agent, which makes an ACTIVE DHCP port for it, unless the network's name is in
+`missed` (an agent that took it while starting and never served it); handing the network to
+the agent again (remove, add) has it served.
+
 It stays honest to the real SDK where a typo would only show on a live controller: every call
 must be a method of openstacksdk's own proxy class, bind to its signature, and pass only
 attributes (for create/update, by the SDK's name or the API's) or query parameters (for
@@ -22,7 +27,14 @@ from openstack.identity.v3 import _proxy as identity_proxy
 from openstack.identity.v3 import endpoint, project, role, service, user
 from openstack.image.v2 import _proxy as image_proxy
 from openstack.network.v2 import _proxy as network_proxy
-from openstack.network.v2 import network, port, router, security_group, security_group_rule
+from openstack.network.v2 import (
+    agent,
+    network,
+    port,
+    router,
+    security_group,
+    security_group_rule,
+)
 from openstack.network.v2 import subnet as subnet_resource
 
 # Which resource class checks the keywords of a create/update or the filters of a listing.
@@ -41,6 +53,8 @@ RESOURCES = {
     "create_subnet": subnet_resource.Subnet,
     "create_router": router.Router,
     "ports": port.Port,
+    "update_port": port.Port,
+    "agents": agent.Agent,
     "security_groups": security_group.SecurityGroup,
     "security_group_rules": security_group_rule.SecurityGroupRule,
     "create_security_group_rule": security_group_rule.SecurityGroupRule,
@@ -193,6 +207,12 @@ class FakeNetwork(Proxy):
         # neutron makes every project's default group itself
         self.groups = [obj(name="default", project_id=admin_project_id)]
         self.rules: list[SimpleNamespace] = []
+        self.agents_ = [
+            obj(agent_type="DHCP agent", host="controller", is_alive=True),
+            obj(agent_type="L3 agent", host="controller", is_alive=True),
+        ]
+        self.missed: set[str] = set()
+        self.hosting: dict[str, list[SimpleNamespace]] = {}  # network id -> DHCP agents
 
     def find_network(self, name_or_id: str, ignore_missing: bool = True, **query: Any) -> Any:
         self.check("find_network", name_or_id, ignore_missing=ignore_missing, **query)
@@ -210,7 +230,59 @@ class FakeNetwork(Proxy):
     def create_subnet(self, **attrs: Any) -> Any:
         self.check("create_subnet", **attrs)
         self.subnets.append(new := obj(**attrs))
+        net = first(self.networks, id=attrs["network_id"])
+        if attrs.get("enable_dhcp", True) and net is not None:
+            for dhcp in self._alive("DHCP agent"):
+                self.hosting.setdefault(net.id, []).append(dhcp)
+                if net.name not in self.missed:
+                    self._serve(net, dhcp)
         return new
+
+    def _alive(self, kind: str) -> list[SimpleNamespace]:
+        return [a for a in self.agents_ if a.agent_type == kind and a.is_alive]
+
+    def _serve(self, net: SimpleNamespace, dhcp: SimpleNamespace) -> None:
+        self.ports_.append(
+            obj(
+                network_id=net.id,
+                device_owner="network:dhcp",
+                status="ACTIVE",
+                binding_host_id=dhcp.host,
+                binding_vif_type="ovs",
+            )
+        )
+
+    def agents(self, **query: Any) -> list[Any]:
+        self.check("agents", **query)
+        return [a for a in self.agents_ if all(getattr(a, k) == v for k, v in query.items())]
+
+    def network_hosting_dhcp_agents(self, network: Any, **query: Any) -> list[Any]:
+        self.check("network_hosting_dhcp_agents", network, **query)
+        return list(self.hosting.get(network.id, []))
+
+    def remove_dhcp_agent_from_network(self, agent: Any, network: Any) -> None:
+        self.check("remove_dhcp_agent_from_network", agent, network)
+        self.hosting[network.id].remove(agent)
+        self.ports_ = [
+            p
+            for p in self.ports_
+            if not (
+                getattr(p, "network_id", None) == network.id and p.device_owner == "network:dhcp"
+            )
+        ]
+
+    def add_dhcp_agent_to_network(self, agent: Any, network: Any) -> dict:
+        self.check("add_dhcp_agent_to_network", agent, network)
+        self.hosting.setdefault(network.id, []).append(agent)
+        self._serve(network, agent)
+        return {}
+
+    def update_port(self, port: Any, **attrs: Any) -> Any:
+        self.check("update_port", port, **attrs)
+        vars(port).update(attrs)
+        if port.binding_vif_type == "binding_failed":
+            port.binding_vif_type, port.status = "ovs", "ACTIVE"
+        return port
 
     def find_router(self, name_or_id: str, ignore_missing: bool = True, **query: Any) -> Any:
         self.check("find_router", name_or_id, ignore_missing=ignore_missing, **query)
@@ -223,11 +295,17 @@ class FakeNetwork(Proxy):
 
     def ports(self, **query: Any) -> list[Any]:
         self.check("ports", **query)
-        return [p for p in self.ports_ if all(getattr(p, k) == v for k, v in query.items())]
+        return [p for p in self.ports_ if all(getattr(p, k, None) == v for k, v in query.items())]
 
     def add_interface_to_router(self, router: Any, subnet: str | None = None) -> dict:
         self.check("add_interface_to_router", router, subnet)
-        self.ports_.append(obj(device_id=router.id, fixed_ips=[{"subnet_id": subnet}]))
+        self.ports_.append(
+            obj(
+                device_id=router.id,
+                device_owner="network:router_interface",
+                fixed_ips=[{"subnet_id": subnet}],
+            )
+        )
         return {}
 
     def security_groups(self, **query: Any) -> list[Any]:
@@ -278,5 +356,13 @@ class FakeConnection:
 
     def changes(self) -> list[tuple[str, str]]:
         """(proxy, method) of every call that changed something."""
-        readonly = ("find_", "services", "endpoints", "ports", "security_group")
+        readonly = (
+            "find_",
+            "services",
+            "endpoints",
+            "ports",
+            "security_group",
+            "agents",
+            "network_hosting",
+        )
         return [(p, m) for p, m, _ in self.calls if not m.startswith(readonly)]
