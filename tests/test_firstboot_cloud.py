@@ -253,14 +253,19 @@ def test_day_zero_without_agents_says_which_and_makes_no_network(
     assert conn.network.networks == []
 
 
-def test_a_network_its_dhcp_agent_missed_is_handed_to_it_again(
-    facts: dict, parts: Path, quick: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Seen: the self-service subnet made while the DHCP agent started; no DHCP port, ever.
+@pytest.fixture
+def missed(quick: None, monkeypatch: pytest.MonkeyPatch) -> FakeConnection:
+    """Seen: the self-service subnet made while the DHCP agent started; no DHCP port, ever."""
     conn = FakeConnection()
     conn.network.missed = {"selfservice"}
     monkeypatch.setattr(cloud, "DHCP_GRACE", 0.0)
+    return conn
 
+
+def test_a_network_its_dhcp_agent_missed_is_handed_to_it_again(
+    facts: dict, parts: Path, missed: FakeConnection
+) -> None:
+    conn = missed
     cloud.day_zero(conn, facts, parts)
 
     [port] = dhcp_ports(conn, "selfservice")
@@ -275,16 +280,13 @@ def test_a_network_its_dhcp_agent_missed_is_handed_to_it_again(
 
 
 def test_a_network_no_agent_serves_fails_day_zero_naming_it(
-    facts: dict, parts: Path, quick: None, monkeypatch: pytest.MonkeyPatch
+    facts: dict, parts: Path, missed: FakeConnection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    conn = FakeConnection()
-    conn.network.missed = {"selfservice"}
-    monkeypatch.setattr(cloud, "DHCP_GRACE", 0.0)
     monkeypatch.setattr(cloud, "DHCP_TIMEOUT", 0.0)
-    monkeypatch.setattr(conn.network, "add_dhcp_agent_to_network", lambda agent, net: {})
+    monkeypatch.setattr(missed.network, "add_dhcp_agent_to_network", lambda agent, net: {})
 
     with pytest.raises(SystemExit, match=r"no active DHCP port on selfservice after 0s: see "):
-        cloud.day_zero(conn, facts, parts)
+        cloud.day_zero(missed, facts, parts)
 
 
 def test_a_dhcp_port_whose_binding_failed_is_bound_again(facts: dict, quick: None) -> None:
