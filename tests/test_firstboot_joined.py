@@ -262,6 +262,7 @@ def test_an_api_that_does_not_answer_restarts_nothing(monkeypatch) -> None:
     restarted: list[str] = []
     monkeypatch.setattr(joined, "restart", restarted.append)
     monkeypatch.setattr(joined.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(joined, "cpu_seconds", lambda _unit: None)  # no CPU accounting
     facts = {"node": {"name": "compute1"}, "joins": join_facts("compute", "openvswitch")}
 
     assert joined.wait(facts, Listings(None), 0.05, 0.0, 0.01) == 1
@@ -345,3 +346,29 @@ def test_a_node_without_an_l2_agent_leaves_the_ports_alone() -> None:
 
         assert joined.wait(facts, login, 5, 300, 0.1) == 0
         assert cloud.updates == []
+
+
+def test_a_unit_still_using_cpu_is_not_restarted_an_idle_one_is(monkeypatch, capsys) -> None:
+    """Seen on a power cut's later boot: the controller's L3 and OVS agents, still loading at
+    load 16, restarted after 12 minutes; each then took 6 more to report. Only a unit idle
+    between two polls (an agent in RPC backoff) is restarted."""
+    restarted: list[str] = []
+    monkeypatch.setattr(joined, "restart", restarted.append)
+    clock = {"t": 0.0}
+    monkeypatch.setattr(joined.time, "monotonic", lambda: clock["t"])
+    monkeypatch.setattr(joined.time, "sleep", lambda s: clock.update(t=clock["t"] + s))
+
+    def cpu_seconds(unit: str) -> float:
+        if unit == "neutron-openvswitch-agent":
+            return 0.4 * clock["t"]  # 40% of a CPU: still loading
+        return 3.0  # nova-compute: idle, waiting
+
+    monkeypatch.setattr(joined, "cpu_seconds", cpu_seconds)
+    facts = {"node": {"name": "compute1"}, "joins": join_facts("compute", "openvswitch")}
+    dead = {"network-agent": [agent("compute1", "Open vSwitch agent", False)]}
+
+    assert joined.wait(facts, Listings(dead), 300.0, 0.0, 10.0) == 1
+    assert restarted == ["nova-compute"]
+    out = capsys.readouterr().out
+    assert "neutron-openvswitch-agent is still working (40% of a CPU): not restarted" in out
+    assert out.count("still working") == 1  # said once, not every poll

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.slow_http import slow_server
 
 from builder.paths import TEMPLATES
 
@@ -121,6 +122,18 @@ def test_probe_tcp_and_http_against_a_real_listener(scratch: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_probe_http_waits_for_a_slow_answer_once_and_keeps_its_bound(scratch: Path) -> None:
+    """A request the server took is waited for, not abandoned and asked again (a loaded
+    controller renders every abandoned page anyway); STACKSEED_ANSWER_TIMEOUT bounds it."""
+    with slow_server(delay=1.5) as server:
+        ok = bash(scratch, f"STACKSEED_ANSWER_TIMEOUT=10 probe_http {server.url} 200")
+        assert ok.returncode == 0, ok.stderr
+        assert server.requests == 1
+    with slow_server(delay=3.0) as server:
+        late = bash(scratch, f"STACKSEED_ANSWER_TIMEOUT=1 probe_http {server.url} 200")
+        assert late.returncode != 0
 
 
 @pytest.mark.skipif(

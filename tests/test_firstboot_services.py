@@ -16,6 +16,7 @@ from types import ModuleType
 
 import pytest
 from support.scripts import load_script
+from support.slow_http import slow_server
 
 from builder import phases
 from builder.plain import IMAGE as PLAIN_IMAGE
@@ -533,3 +534,26 @@ def test_owned_units_are_never_enabled_by_first_boot(tmp_path: Path) -> None:
         ["bash", "-c", script], env=env, capture_output=True, text=True, timeout=30
     )
     assert "mariadb enabled" in out.stdout
+
+
+def test_an_http_probe_waits_for_a_slow_answer_and_never_asks_twice(monkeypatch) -> None:
+    """A loaded controller accepts at once and renders late. Seen: Horizon's login page slower
+    than the probe's old 20-s bound, so each probe asked again while Apache rendered every
+    abandoned page anyway, until the phase ran late."""
+    monkeypatch.setattr(walker, "CONNECT_TIMEOUT", 0.5)
+    monkeypatch.setattr(walker, "ANSWER_TIMEOUT", 10.0)
+    with slow_server(delay=1.5) as server:
+        walker.probe_http(server.url, "200")
+        assert server.requests == 1
+    # The answer's bound holds too: a server slower than it is no answer.
+    monkeypatch.setattr(walker, "ANSWER_TIMEOUT", 0.3)
+    with slow_server(delay=2.0) as server, pytest.raises(OSError):
+        walker.probe_http(server.url, "200")
+
+
+def test_an_http_probe_of_a_closed_port_fails_at_once_and_a_wrong_url_is_refused() -> None:
+    closed = free_port()
+    with pytest.raises(OSError):
+        walker.probe_http(f"http://127.0.0.1:{closed}/", "200")
+    with pytest.raises(ValueError, match="not an http:// URL"):
+        walker.probe_http("https://127.0.0.1/", "200")

@@ -144,10 +144,13 @@ PY
 
 # probe_http <url> [status...]: the URL answers with one of the statuses (default any < 500).
 probe_http() {
-    # curl, not Python: under TCG a Python start costs 1-2 s per probe.
+    # curl, not Python: under TCG a Python start costs 1-2 s per probe. A request the server
+    # took is waited for (STACKSEED_ANSWER_TIMEOUT), never abandoned and asked again: a loaded
+    # controller renders every abandoned page anyway (stackseed-services' http_status).
     local url=$1 status wanted
     shift
-    status=$(curl -s -o /dev/null -m 20 -w '%{http_code}' "$url") || true
+    status=$(curl -s -o /dev/null --connect-timeout 10 -m "${STACKSEED_ANSWER_TIMEOUT:-240}" \
+        -w '%{http_code}' "$url") || true
     if [ "$#" -eq 0 ]; then
         [ "$status" -ge 100 ] 2>/dev/null && [ "$status" -lt 500 ]
         return
