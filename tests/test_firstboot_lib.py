@@ -134,6 +134,13 @@ def test_probe_http_waits_for_a_slow_answer_once_and_keeps_its_bound(scratch: Pa
     with slow_server(delay=3.0) as server:
         late = bash(scratch, f"STACKSEED_ANSWER_TIMEOUT=1 probe_http {server.url} 200")
         assert late.returncode != 0
+    # wait_for hands the probe its own time left, over any bound set before: one slow answer
+    # within it is ready.
+    with slow_server(delay=3.0) as server:
+        script = f"STACKSEED_ANSWER_TIMEOUT=1 wait_for 'a slow page' 60 probe_http {server.url} 200"
+        ok = bash(scratch, script)
+        assert ok.returncode == 0, ok.stderr
+        assert server.requests == 1
 
 
 @pytest.mark.skipif(

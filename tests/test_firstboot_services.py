@@ -541,19 +541,26 @@ def test_an_http_probe_waits_for_a_slow_answer_and_never_asks_twice(monkeypatch)
     than the probe's old 20-s bound, so each probe asked again while Apache rendered every
     abandoned page anyway, until the phase ran late."""
     monkeypatch.setattr(walker, "CONNECT_TIMEOUT", 0.5)
-    monkeypatch.setattr(walker, "ANSWER_TIMEOUT", 10.0)
     with slow_server(delay=1.5) as server:
-        walker.probe_http(server.url, "200")
+        walker.probe_http(server.url, "200", answer=10.0)
         assert server.requests == 1
     # The answer's bound holds too: a server slower than it is no answer.
-    monkeypatch.setattr(walker, "ANSWER_TIMEOUT", 0.3)
     with slow_server(delay=2.0) as server, pytest.raises(OSError):
-        walker.probe_http(server.url, "200")
+        walker.probe_http(server.url, "200", answer=0.1)
+
+
+def test_a_phase_waits_for_one_slow_answer_as_long_as_it_may_wait(node: Node) -> None:
+    """The walker hands the probe the phase's time left: one request, answered late, is up."""
+    with slow_server(delay=3.0) as server:
+        node.services_table(1, {"45-horizon": {"needs": [], "up": [f"http {server.url} 200"]}})
+        assert node.walk(STACKSEED_SERVICE_TIMEOUT="30").returncode == 0
+        assert server.requests == 1
+    assert "answers after 3s" in node.services_log
 
 
 def test_an_http_probe_of_a_closed_port_fails_at_once_and_a_wrong_url_is_refused() -> None:
     closed = free_port()
     with pytest.raises(OSError):
-        walker.probe_http(f"http://127.0.0.1:{closed}/", "200")
+        walker.probe_http(f"http://127.0.0.1:{closed}/", "200", answer=5.0)
     with pytest.raises(ValueError, match="not an http:// URL"):
-        walker.probe_http("https://127.0.0.1/", "200")
+        walker.probe_http("https://127.0.0.1/", "200", answer=5.0)

@@ -85,12 +85,15 @@ JOIN_TIMEOUT=${STACKSEED_JOIN_TIMEOUT:-1200}
 STACKSEED_STARTED=()
 
 wait_for() {
-    local what=$1 timeout=$2 delay=1 start now why
+    local what=$1 timeout=$2 delay=1 start now why left
     shift 2
     start=$(date +%s)
     log "waiting for $what (up to ${timeout}s)"
     while true; do
-        if "$@" >/dev/null 2>&1; then
+        # A probe that reached its server may wait for the answer as long as this wait may.
+        left=$((timeout - ($(date +%s) - start)))
+        [ "$left" -ge 10 ] || left=10
+        if STACKSEED_ANSWER_TIMEOUT=$left "$@" >/dev/null 2>&1; then
             log "$what is ready after $(($(date +%s) - start))s"
             return 0
         fi
@@ -145,8 +148,9 @@ PY
 # probe_http <url> [status...]: the URL answers with one of the statuses (default any < 500).
 probe_http() {
     # curl, not Python: under TCG a Python start costs 1-2 s per probe. A request the server
-    # took is waited for (STACKSEED_ANSWER_TIMEOUT), never abandoned and asked again: a loaded
-    # controller renders every abandoned page anyway (stackseed-services' http_status).
+    # took is waited for (STACKSEED_ANSWER_TIMEOUT: wait_for's time left), never abandoned and
+    # asked again: a loaded controller renders every abandoned page anyway (stackseed-services'
+    # http_status).
     local url=$1 status wanted
     shift
     status=$(curl -s -o /dev/null --connect-timeout 10 -m "${STACKSEED_ANSWER_TIMEOUT:-240}" \
