@@ -157,6 +157,7 @@ def render_node(
         "joined": (FIRSTBOOT / "stackseed-joined").read_text(),
         "cloud": (FIRSTBOOT / "stackseed-cloud").read_text(),
         "workers": (FIRSTBOOT / "stackseed-workers").read_text(),
+        "privsep": (FIRSTBOOT / "stackseed-privsep").read_text(),
         "phases": node_phases(node, plan.topology.lab.enable),
         "phase_table": json.dumps(
             table_for(node.role, node.image_name, plan.topology.lab.enable).as_json(

@@ -226,6 +226,12 @@ NEUTRON_CONTEXTS = {
 }
 
 
+# stackseed-privsep's helper side, and the socket of the node's neutron service (the unit
+# user-data writes; test_firstboot_privsep.py checks the two agree).
+PRIVSEP_SPAWN = "/usr/local/lib/stackseed/stackseed-privsep"
+SPAWN_ARGS = "spawn --socket /run/stackseed/privsep-neutron.sock"
+
+
 def privsep_rule(scratch: Path) -> tuple[Path, re.Pattern[str]]:
     """The sudoers drop-in neutron_common_config installs, and its rule's argument regex."""
     neutron_common_settings(scratch)
@@ -233,7 +239,7 @@ def privsep_rule(scratch: Path) -> tuple[Path, re.Pattern[str]]:
     rules = [line for line in dropin.read_text().splitlines() if "NOPASSWD:" in line]
     assert len(rules) == 1, rules
     command, args = rules[0].split("NOPASSWD: ", 1)[1].split(" ", 1)
-    assert command == "/usr/bin/privsep-helper"
+    assert command == PRIVSEP_SPAWN
     assert args.startswith("^") and args.endswith("$")  # sudo's regex form
     return dropin, re.compile(args)
 
@@ -245,7 +251,8 @@ def test_neutron_privsep_helpers_start_through_sudo_alone(scratch: Path) -> None
         helper = merged.get(section, "helper_command").split()
         assert helper == [
             "sudo",
-            "/usr/bin/privsep-helper",
+            PRIVSEP_SPAWN,
+            *SPAWN_ARGS.split(),
             "--config-file",
             "/etc/neutron/neutron.conf",
         ]
@@ -267,21 +274,25 @@ def test_neutron_privsep_rule_admits_exactly_what_oslo_privsep_runs(scratch: Pat
     sock.rmdir()
     for context in NEUTRON_CONTEXTS.values():
         line = (
-            "--config-file /etc/neutron/neutron.conf --privsep_context "
+            f"{SPAWN_ARGS} --config-file /etc/neutron/neutron.conf --privsep_context "
             f"neutron.privileged.{context} --privsep_sock_path {sock}/privsep.sock"
         )
         assert regex.fullmatch(line), line
     good = f"--privsep_context neutron.privileged.default --privsep_sock_path {sock}/privsep.sock"
+    conf = f"{SPAWN_ARGS} --config-file /etc/neutron/neutron.conf"
     refused = [
         # a config file of the caller's (a logging config runs code), before or after
-        f"--config-file /tmp/x.conf {good}",
-        f"--config-file /etc/neutron/neutron.conf --config-file /tmp/x.conf {good}",
-        f"--config-file /etc/neutron/neutron.conf {good} --config-file /tmp/x.conf",
-        f"--config-file /etc/neutron/neutronXconf {good}",
+        f"{SPAWN_ARGS} --config-file /tmp/x.conf {good}",
+        f"{conf} --config-file /tmp/x.conf {good}",
+        f"{conf} {good} --config-file /tmp/x.conf",
+        f"{SPAWN_ARGS} --config-file /etc/neutron/neutronXconf {good}",
         # another project's context, or a socket anywhere else
-        f"--config-file /etc/neutron/neutron.conf {good.replace('neutron.priv', 'os_brick.priv')}",
-        f"--config-file /etc/neutron/neutron.conf {good.replace(str(sock), '/tmp/a/../b')}",
-        f"--config-file /etc/neutron/neutron.conf {good.replace(str(sock), '/run/x')}",
+        f"{conf} {good.replace('neutron.priv', 'os_brick.priv')}",
+        f"{conf} {good.replace(str(sock), '/tmp/a/../b')}",
+        f"{conf} {good.replace(str(sock), '/run/x')}",
+        # another server to ask (one that forks as root for whoever asks), or another mode
+        f"{conf.replace('privsep-neutron.sock', 'x.sock')} {good}",
+        f"{conf.replace('spawn', 'serve')} {good}",
     ]
     for line in refused:
         assert not regex.fullmatch(line), line

@@ -246,3 +246,35 @@ def test_later_boots_walk_the_services_without_holding_the_boot(
         if table["role"] != "block":
             assert f"neutron-{backend}-agent" in units
             assert f"neutron-{other}-agent" not in units
+
+
+def test_the_neutron_privsep_service_serves_what_lib_sh_asks(tmp_path: Path) -> None:
+    """The unit user-data writes runs the script user-data writes, on the socket lib.sh's
+    helper_command names, for the config file the sudoers rule admits; and the phases that
+    start a node's neutron units start it."""
+    unit_path = "/etc/systemd/system/stackseed-privsep-neutron.service"
+    for name, files in _render_all(DEFAULT, tmp_path).items():
+        written = {f["path"]: f for f in yaml.safe_load(files["user-data"])["write_files"]}
+        library = written["/usr/local/lib/stackseed/lib.sh"]["content"]
+        spawn = re.search(r"^PRIVSEP_SPAWN=(\S+)$", library, re.M).group(1)  # type: ignore[union-attr]
+        sock = re.search(r"^NEUTRON_PRIVSEP_SOCKET=(\S+)$", library, re.M).group(1)  # type: ignore[union-attr]
+        assert written[spawn]["permissions"] == "0755", name
+        unit = written[unit_path]["content"]
+        argv = _unit_value(unit, "ExecStart").split()
+        assert argv[:2] == [spawn, "serve"], name
+        options = dict(zip(argv[2::2], argv[3::2], strict=True))
+        assert options == {
+            "--socket": sock,
+            "--package": "neutron.privileged",
+            "--config-file": "/etc/neutron/neutron.conf",
+        }, name
+        assert _unit_value(unit, "KillMode") == "process", name
+        table = json.loads(written["/usr/local/lib/stackseed/phases.json"]["content"])
+        owners = [
+            phase
+            for phase, spec in table["phases"].items()
+            if "stackseed-privsep-neutron" in spec.get("units", [])
+        ]
+        assert owners == {"controller": ["43-neutron"], "compute1": ["50-neutron-agent"]}.get(
+            name, []
+        ), name

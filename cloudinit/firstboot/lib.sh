@@ -641,16 +641,22 @@ INI
 NEUTRON_ROOTWRAP_DAEMON="sudo /usr/bin/neutron-rootwrap-daemon /etc/neutron/rootwrap.conf"
 
 # The agents' privsep helpers (one per oslo.privsep context an agent uses: some ten per boot
-# across a node's agents, one after another in each agent's start) run as `sudo privsep-helper`
-# rather than `sudo neutron-rootwrap ... privsep-helper`: one Python start less apiece (1.6 s on
-# an idle TCG guest, several under load) on the agents' way to alive. oslo.privsep appends the
-# context and a socket in a fresh mkdtemp to helper_command; the sudoers rule admits exactly
-# that line for neutron's own contexts, with neutron.conf and nothing else (a config file of
-# the caller's could name a logging config, which runs code as root). sudo >= 1.9.10 reads
-# ^...$ arguments as a regular expression (trixie 1.9.16, bookworm 1.9.13).
+# across a node's agents, one after another in each agent's start) are forked by
+# stackseed-privsep from one process that imported neutron's privileged modules once (unit
+# stackseed-privsep-neutron, started with the node's first neutron units): each fresh helper
+# imported them itself, about a minute of a loaded TCG controller's CPU apiece. Without that
+# service the same command runs privsep-helper itself. Either way through `sudo` alone, not
+# `sudo neutron-rootwrap ... privsep-helper` (one Python start less apiece). oslo.privsep
+# appends the context and a socket in a fresh mkdtemp to helper_command; the sudoers rule
+# admits exactly that line for neutron's own contexts, with neutron.conf and nothing else (a
+# config file of the caller's could name a logging config, which runs code as root). sudo >=
+# 1.9.10 reads ^...$ arguments as a regular expression (trixie 1.9.16, bookworm 1.9.13).
 NEUTRON_PRIVSEP_SECTIONS="privsep privsep_dhcp_release privsep_ovs_vsctl privsep_namespace"
 NEUTRON_PRIVSEP_SECTIONS="$NEUTRON_PRIVSEP_SECTIONS privsep_conntrack privsep_link"
-NEUTRON_PRIVSEP_HELPER="sudo /usr/bin/privsep-helper --config-file /etc/neutron/neutron.conf"
+PRIVSEP_SPAWN=/usr/local/lib/stackseed/stackseed-privsep
+NEUTRON_PRIVSEP_SOCKET=/run/stackseed/privsep-neutron.sock
+NEUTRON_PRIVSEP_ARGS="spawn --socket $NEUTRON_PRIVSEP_SOCKET --config-file /etc/neutron/neutron.conf"
+NEUTRON_PRIVSEP_HELPER="sudo $PRIVSEP_SPAWN $NEUTRON_PRIVSEP_ARGS"
 NEUTRON_PRIVSEP_SUDOERS=$STACKSEED_ROOT/etc/sudoers.d/stackseed-neutron-privsep
 
 # neutron_privsep_rule: the drop-in, its contexts named from the sections above (neutron's
@@ -665,8 +671,9 @@ neutron_privsep_rule() {
     done
     echo "# Written by stackseed (lib.sh): neutron's privsep helpers without neutron-rootwrap."
     echo "Defaults:neutron !requiretty"
-    echo "neutron ALL = (root) NOPASSWD: /usr/bin/privsep-helper ^--config-file" \
-        "/etc/neutron/neutron[.]conf --privsep_context neutron[.]privileged[.](${contexts#|})" \
+    echo "neutron ALL = (root) NOPASSWD: $PRIVSEP_SPAWN ^spawn --socket" \
+        "${NEUTRON_PRIVSEP_SOCKET//./[.]} --config-file /etc/neutron/neutron[.]conf" \
+        "--privsep_context neutron[.]privileged[.](${contexts#|})" \
         "--privsep_sock_path /tmp/tmp[a-z0-9_]+/privsep[.]sock\$"
 }
 

@@ -14,4 +14,4 @@ neutron_l2_config
 # The controller starts neutron-api and neutron-rpc-server together, so the API answering means
 # the agent's first report is taken.
 wait_for "neutron-server at $ctl:9696" "$PEER_TIMEOUT" probe_http "http://$ctl:9696/" 200
-svc_start "$l2_agent"
+svc_start stackseed-privsep-neutron "$l2_agent"

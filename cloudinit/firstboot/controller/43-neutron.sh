@@ -71,7 +71,7 @@ fi
 
 # The API first, alone: its workers load neutron for minutes under TCG (~700 s on Debian 12's
 # controller while the agents loaded too, past the old 300 s wait); the agents need it anyway.
-svc_start neutron-api neutron-rpc-server
+svc_start neutron-api neutron-rpc-server stackseed-privsep-neutron
 wait_for "neutron-server on $ctl:9696" "$SERVICE_TIMEOUT" probe_http "http://$ctl:9696/" 200
 # The DHCP and L3 agents bind ports to this host, and ML2 binds a port only where a live L2 agent
 # reports. A port whose binding failed stays failed: the agents read ports from their cache and
