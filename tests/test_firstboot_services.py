@@ -221,7 +221,8 @@ class Node(Root):
             'json.load(open(os.environ["STACKSEED_NODE_JSON"]))\n'
             'json.load(open(os.environ["STACKSEED_SECRETS_JSON"]))\n'
             'assert sys.argv[1] == "--timeout"\n'
-            f'print(os.environ["STACKSEED_PHASE"], {says!r})\n'
+            # each line after its phase, as the real one's say() writes it
+            f'print("[" + os.environ["STACKSEED_PHASE"] + "] " + {says!r})\n'
             f"sys.exit({rc})\n"
         )
 
@@ -473,6 +474,9 @@ def test_joined_failing_fails_the_walk_and_secrets_never_reach_the_log(node: Nod
     assert node.walk().returncode == 1
     assert SECRET not in node.services_log and "password ***" in node.services_log
     assert node.console_lines()[-1] == "STACKSEED node=node7 services=all status=fail"
+    # Its lines once under their phase, not twice.
+    assert "\n[90-joined] nova-compute: not registered yet" in node.services_log
+    assert "[90-joined] [90-joined]" not in node.services_log
 
 
 def test_systemd_is_told_ready_once_the_walk_has_begun(node: Node, tmp_path: Path) -> None:
