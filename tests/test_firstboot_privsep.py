@@ -115,17 +115,21 @@ def test_a_daemon_outlives_the_server_that_forked_it(served: Served, tmp_path: P
         "cfg.CONF([], project='privsep-demo')\n"
         f"cfg.CONF.set_override('helper_command', {helper!r}, group='privsep_demo')\n"
         "first = calls.identity()\n"
+        "fd_dir = f'/proc/{first[1]}/fd'\n"
+        "fds = [os.readlink(f'{fd_dir}/{fd}') for fd in os.listdir(fd_dir)]\n"
         f"os.kill({served.proc.pid}, signal.SIGKILL)\n"
         "second = calls.identity()\n"
-        "print(json.dumps([first, second]))\n"
+        "print(json.dumps([first, second, sorted(fds)]))\n"
         "privsep_demo.default.stop()\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], env=ENV, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    first, second = json.loads(done.stdout)
+    first, second, fds = json.loads(done.stdout)
     assert first[1] == second[1]
+    # Its channel to the caller is its one socket: nothing of the server's requests leaked in.
+    assert sum(fd.startswith("socket:") for fd in fds) == 1, fds
     assert served.proc.wait(timeout=10) != 0
 
 
