@@ -98,6 +98,10 @@ def test_the_daemon_is_forked_from_the_servers_import(served: Served) -> None:
     assert first["pid"] != served.proc.pid
     assert second["pid"] == first["pid"]  # one daemon serves the caller's calls
     assert "refused" not in served.said()
+    # A subpackage that cannot be imported here is named and skipped, not the server's end.
+    assert f"not imported (their helpers import them): {PACKAGE}.hardware (RuntimeError)" in (
+        served.said()
+    )
     # The socket is root's alone: whoever reaches it gets a root process forked.
     assert served.sock.stat().st_mode & 0o777 == 0o600
 
