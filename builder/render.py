@@ -22,6 +22,24 @@ from builder.sshkeys import ensure_keypair
 from builder.state import LabState
 
 FIRSTBOOT = TEMPLATES / "firstboot"
+# stackseed-privsep's servers, one unit each (stackseed-privsep-<project>): the packages whose
+# privsep contexts it forks daemons for, and the config files its helpers read. lib.sh's
+# <PROJECT>_PRIVSEP_* name the same socket, files and contexts (tests/test_render.py).
+PRIVSEP_SERVERS: dict[str, dict[str, list[str]]] = {
+    "neutron": {
+        "packages": ["neutron.privileged"],
+        "config_files": ["/etc/neutron/neutron.conf"],
+    },
+    "nova": {
+        "packages": [
+            "nova.privsep",
+            "vif_plug_ovs.privsep",
+            "vif_plug_linux_bridge.privsep",
+            "os_brick.privileged",
+        ],
+        "config_files": ["/etc/nova/nova.conf", "/etc/nova/nova-compute.conf"],
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -158,6 +176,7 @@ def render_node(
         "cloud": (FIRSTBOOT / "stackseed-cloud").read_text(),
         "workers": (FIRSTBOOT / "stackseed-workers").read_text(),
         "privsep": (FIRSTBOOT / "stackseed-privsep").read_text(),
+        "privsep_servers": PRIVSEP_SERVERS,
         "phases": node_phases(node, plan.topology.lab.enable),
         "phase_table": json.dumps(
             table_for(node.role, node.image_name, plan.topology.lab.enable).as_json(

@@ -215,83 +215,124 @@ def test_neutron_common_config_runs_the_agents_root_commands_through_one_daemon(
     assert daemon == ["sudo", "/usr/bin/neutron-rootwrap-daemon", "/etc/neutron/rootwrap.conf"]
 
 
-# The sections neutron's own privsep contexts read (neutron/privileged/__init__.py), by context.
-NEUTRON_CONTEXTS = {
-    "privsep": "default",
-    "privsep_dhcp_release": "dhcp_release_cmd",
-    "privsep_ovs_vsctl": "ovs_vsctl_cmd",
-    "privsep_namespace": "namespace_cmd",
-    "privsep_conntrack": "conntrack_cmd",
-    "privsep_link": "link_cmd",
+# Per project: the socket of its stackseed-privsep service (the unit user-data writes;
+# test_render.py checks the two agree), the config files its service reads, in order, and the
+# sections its privsep contexts read, by context (read from the modules that define them:
+# neutron/privileged/__init__.py; nova/privsep/__init__.py, os-vif's vif_plug_*/privsep.py,
+# os_brick/privileged/__init__.py).
+PRIVSEP: dict[str, tuple[str, list[str], dict[str, str]]] = {
+    "neutron": (
+        "/run/stackseed/privsep-neutron.sock",
+        ["/etc/neutron/neutron.conf"],
+        {
+            "privsep": "neutron.privileged.default",
+            "privsep_dhcp_release": "neutron.privileged.dhcp_release_cmd",
+            "privsep_ovs_vsctl": "neutron.privileged.ovs_vsctl_cmd",
+            "privsep_namespace": "neutron.privileged.namespace_cmd",
+            "privsep_conntrack": "neutron.privileged.conntrack_cmd",
+            "privsep_link": "neutron.privileged.link_cmd",
+        },
+    ),
+    "nova": (
+        "/run/stackseed/privsep-nova.sock",
+        ["/etc/nova/nova.conf", "/etc/nova/nova-compute.conf"],
+        {
+            "nova_sys_admin": "nova.privsep.sys_admin_pctxt",
+            "vif_plug_ovs_privileged": "vif_plug_ovs.privsep.vif_plug",
+            "vif_plug_linux_bridge_privileged": "vif_plug_linux_bridge.privsep.vif_plug",
+            "privsep_osbrick": "os_brick.privileged.default",
+        },
+    ),
 }
-
-
-# stackseed-privsep's helper side, and the socket of the node's neutron service (the unit
-# user-data writes; test_firstboot_privsep.py checks the two agree).
+# stackseed-privsep's helper side.
 PRIVSEP_SPAWN = "/usr/local/lib/stackseed/stackseed-privsep"
-SPAWN_ARGS = "spawn --socket /run/stackseed/privsep-neutron.sock"
 
 
-def privsep_rule(scratch: Path) -> tuple[Path, re.Pattern[str]]:
-    """The sudoers drop-in neutron_common_config installs, and its rule's argument regex."""
-    neutron_common_settings(scratch)
-    dropin = scratch / "etc/sudoers.d/stackseed-neutron-privsep"
+def privsep_settings(scratch: Path, project: str) -> configparser.ConfigParser:
+    """What <project>_privsep merges into the project's config (redirected to a file)."""
+    out = scratch / f"{project}.conf.merged"
+    (scratch / "etc/sudoers.d").mkdir(parents=True, exist_ok=True)
+    result = bash(scratch, f'ini_merge() {{ cat >>"{out}"; }}\n{project}_privsep')
+    assert result.returncode == 0, result.stderr
+    merged = configparser.ConfigParser(interpolation=None)
+    merged.read_string(out.read_text())
+    return merged
+
+
+def privsep_rule(scratch: Path, project: str) -> tuple[Path, re.Pattern[str]]:
+    """The sudoers drop-in <project>_privsep installs, and its rule's argument regex."""
+    privsep_settings(scratch, project)
+    dropin = scratch / f"etc/sudoers.d/stackseed-{project}-privsep"
     rules = [line for line in dropin.read_text().splitlines() if "NOPASSWD:" in line]
     assert len(rules) == 1, rules
-    command, args = rules[0].split("NOPASSWD: ", 1)[1].split(" ", 1)
+    user, rest = rules[0].split(" ALL = (root) NOPASSWD: ")
+    assert user == project
+    command, args = rest.split(" ", 1)
     assert command == PRIVSEP_SPAWN
     assert args.startswith("^") and args.endswith("$")  # sudo's regex form
     return dropin, re.compile(args)
 
 
-def test_neutron_privsep_helpers_start_through_sudo_alone(scratch: Path) -> None:
+def test_neutron_common_config_sets_up_neutrons_privsep(scratch: Path) -> None:
     merged = configparser.ConfigParser(interpolation=None)
     merged.read_string(neutron_common_settings(scratch))
-    for section in NEUTRON_CONTEXTS:
+    assert set(PRIVSEP["neutron"][2]) <= set(merged.sections())
+
+
+@pytest.mark.parametrize("project", sorted(PRIVSEP))
+def test_privsep_helpers_start_through_sudo_alone(scratch: Path, project: str) -> None:
+    sock, configs, contexts = PRIVSEP[project]
+    merged = privsep_settings(scratch, project)
+    files = [arg for conf in configs for arg in ("--config-file", conf)]
+    for section in contexts:
         helper = merged.get(section, "helper_command").split()
-        assert helper == [
-            "sudo",
-            PRIVSEP_SPAWN,
-            *SPAWN_ARGS.split(),
-            "--config-file",
-            "/etc/neutron/neutron.conf",
-        ]
+        assert helper == ["sudo", PRIVSEP_SPAWN, "spawn", "--socket", sock, *files], section
+    assert set(merged.sections()) == set(contexts)
 
 
 @pytest.mark.skipif(shutil.which("visudo") is None, reason="sudo's visudo is not installed")
-def test_neutron_privsep_rule_parses_and_is_root_only(scratch: Path) -> None:
-    dropin, _regex = privsep_rule(scratch)
+@pytest.mark.parametrize("project", sorted(PRIVSEP))
+def test_privsep_rule_parses_and_is_root_only(scratch: Path, project: str) -> None:
+    dropin, _regex = privsep_rule(scratch, project)
     assert oct(dropin.stat().st_mode & 0o777) == "0o440"
     check = subprocess.run(["visudo", "-cf", str(dropin)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def test_neutron_privsep_rule_admits_exactly_what_oslo_privsep_runs(scratch: Path) -> None:
-    _dropin, regex = privsep_rule(scratch)
+@pytest.mark.parametrize("project", sorted(PRIVSEP))
+def test_privsep_rule_admits_exactly_what_oslo_privsep_runs(scratch: Path, project: str) -> None:
+    sock_file, configs, contexts = PRIVSEP[project]
+    _dropin, regex = privsep_rule(scratch, project)
     # What oslo.privsep appends to helper_command: the context's python path and a socket in
     # a directory tempfile.mkdtemp() just made.
     sock = Path(tempfile.mkdtemp(dir="/tmp"))
     sock.rmdir()
-    for context in NEUTRON_CONTEXTS.values():
-        line = (
-            f"{SPAWN_ARGS} --config-file /etc/neutron/neutron.conf --privsep_context "
-            f"neutron.privileged.{context} --privsep_sock_path {sock}/privsep.sock"
-        )
+    spawn = f"spawn --socket {sock_file}"
+    conf = spawn + "".join(f" --config-file {file}" for file in configs)
+    for context in contexts.values():
+        line = f"{conf} --privsep_context {context} --privsep_sock_path {sock}/privsep.sock"
         assert regex.fullmatch(line), line
-    good = f"--privsep_context neutron.privileged.default --privsep_sock_path {sock}/privsep.sock"
-    conf = f"{SPAWN_ARGS} --config-file /etc/neutron/neutron.conf"
+    first = next(iter(contexts.values()))
+    good = f"--privsep_context {first} --privsep_sock_path {sock}/privsep.sock"
+    other = "neutron.privileged.default" if project != "neutron" else "os_brick.privileged.x"
     refused = [
         # a config file of the caller's (a logging config runs code), before or after
-        f"{SPAWN_ARGS} --config-file /tmp/x.conf {good}",
+        f"{spawn} --config-file /tmp/x.conf {good}",
         f"{conf} --config-file /tmp/x.conf {good}",
         f"{conf} {good} --config-file /tmp/x.conf",
-        f"{SPAWN_ARGS} --config-file /etc/neutron/neutronXconf {good}",
-        # another project's context, or a socket anywhere else
-        f"{conf} {good.replace('neutron.priv', 'os_brick.priv')}",
+        f"{conf.replace('.conf', 'Xconf')} {good}",
+        # the project's files, but not all of them or in another order
+        f"{spawn} {good}",
+        f"{spawn}{''.join(f' --config-file {file}' for file in reversed(configs))} {good}"
+        if len(configs) > 1
+        else f"{conf}{conf.removeprefix(spawn)} {good}",
+        # another project's context, a context the rule does not name, or a socket elsewhere
+        f"{conf} {good.replace(first, other)}",
+        f"{conf} {good.replace(first, first + '_test')}",
         f"{conf} {good.replace(str(sock), '/tmp/a/../b')}",
         f"{conf} {good.replace(str(sock), '/run/x')}",
         # another server to ask (one that forks as root for whoever asks), or another mode
-        f"{conf.replace('privsep-neutron.sock', 'x.sock')} {good}",
+        f"{conf.replace(f'privsep-{project}.sock', 'x.sock')} {good}",
         f"{conf.replace('spawn', 'serve')} {good}",
     ]
     for line in refused:

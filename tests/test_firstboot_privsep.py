@@ -18,18 +18,25 @@ from conftest import REPO
 SCRIPT = REPO / "cloudinit/firstboot/stackseed-privsep"
 CALL = REPO / "tests/support/privsep_call.py"
 PACKAGE = "tests.support.privsep_demo"
+# A context in a plain module (os-vif's shape) and a package this machine does not have.
+PLUGIN = "tests.support.privsep_plugin"
+ABSENT = "tests.support.privsep_absent"
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a privsep daemon starts as root")
 
 
 class Served:
-    def __init__(self, proc: subprocess.Popen[str], sock: Path, conf: Path, log: Path) -> None:
-        self.proc, self.sock, self.conf, self.log = proc, sock, conf, log
+    def __init__(
+        self, proc: subprocess.Popen[str], sock: Path, confs: list[Path], log: Path
+    ) -> None:
+        self.proc, self.sock, self.confs, self.log = proc, sock, confs, log
+        self.conf = confs[0]
 
     def helper(self) -> str:
         """helper_command as lib.sh writes it, less sudo (the test runs as root)."""
-        return f"{sys.executable} {SCRIPT} spawn --socket {self.sock} --config-file {self.conf}"
+        files = " ".join(f"--config-file {conf}" for conf in self.confs)
+        return f"{sys.executable} {SCRIPT} spawn --socket {self.sock} {files}"
 
     def said(self) -> str:
         return self.log.read_text()
@@ -42,24 +49,22 @@ class Served:
             time.sleep(0.1)
 
 
-def serving(conf: Path) -> list[str]:
-    return ["--package", PACKAGE, "--config-file", str(conf)]
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    conf = tmp_path / "demo.conf"
-    conf.write_text("")
+def serve(tmp_path: Path, packages: list[str], conf_names: list[str]) -> Iterator[Served]:
+    confs = [tmp_path / name for name in conf_names]
+    for conf in confs:
+        conf.write_text("")
+    options = [arg for name in packages for arg in ("--package", name)]
+    options += [arg for conf in confs for arg in ("--config-file", str(conf))]
     sock, log = tmp_path / "run/privsep-demo.sock", tmp_path / "serve.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, str(SCRIPT), "serve", "--socket", str(sock), *serving(conf)],
+            [sys.executable, str(SCRIPT), "serve", "--socket", str(sock), *options],
             env=ENV,
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
         )
-    server = Served(proc, sock, conf, log)
+    server = Served(proc, sock, confs, log)
     try:
         server.ready()
         yield server
@@ -68,9 +73,22 @@ def served(tmp_path: Path) -> Iterator[Served]:
         proc.wait()
 
 
-def call(helper: str, times: int = 1) -> tuple[list[dict[str, int]], str]:
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    """neutron's shape: one package, one config file."""
+    yield from serve(tmp_path, [PACKAGE], ["demo.conf"])
+
+
+@pytest.fixture
+def served_two(tmp_path: Path) -> Iterator[Served]:
+    """nova-compute's shape: nova.conf then nova-compute.conf; nova's package, os-vif's module
+    and a plugin the node lacks."""
+    yield from serve(tmp_path, [PACKAGE, PLUGIN, ABSENT], ["demo.conf", "demo-compute.conf"])
+
+
+def call(helper: str, times: int = 1, which: str = "demo") -> tuple[list[dict[str, int]], str]:
     done = subprocess.run(
-        [sys.executable, str(CALL), helper, str(times)],
+        [sys.executable, str(CALL), helper, str(times), which],
         env=ENV,
         capture_output=True,
         text=True,
@@ -104,6 +122,28 @@ def test_the_daemon_is_forked_from_the_servers_import(served: Served) -> None:
     )
     # The socket is root's alone: whoever reaches it gets a root process forked.
     assert served.sock.stat().st_mode & 0o777 == 0o600
+
+
+def test_two_config_files_and_a_module_context(served_two: Served) -> None:
+    # Both contexts' daemons come from the server's import, the plain module's too.
+    for which in ("demo", "plugin"):
+        (answer,), _ = call(served_two.helper(), which=which)
+        assert answer["uid"] == 0 and answer["imported_by"] == served_two.proc.pid, which
+    assert f", {ABSENT} (ModuleNotFoundError)\n" in served_two.said()
+    # The config files it serves, all of them, in their order; nothing else.
+    good = ["--privsep_context", f"{PLUGIN}.plug", "--privsep_sock_path", "/tmp/tmpx/privsep.sock"]
+    first, second = (["--config-file", str(conf)] for conf in served_two.confs)
+    for why, argv in {
+        "the first alone": [*first, *good],
+        "the second alone": [*second, *good],
+        "swapped": [*second, *first, *good],
+        "one twice": [*first, *first, *good],
+        "one more": [*first, *second, *second, *good],
+    }.items():
+        assert ask(served_two.sock, argv) == 2, why
+    # Swapped and twice have the shape and are refused for their files; the rest for the shape.
+    assert served_two.said().count("refused: config files other than") == 2
+    assert served_two.said().count("refused: expected") == 3
 
 
 def test_a_daemon_outlives_the_server_that_forked_it(served: Served, tmp_path: Path) -> None:
@@ -176,7 +216,7 @@ def test_a_refused_fork_falls_back_to_the_helper(served: Served, tmp_path: Path)
     helper = f"{sys.executable} {SCRIPT} spawn --socket {served.sock} --config-file {other}"
     (answer,), said = call(helper)
     assert answer["uid"] == 0 and answer["imported_by"] != served.proc.pid
-    assert "config file other than" in served.said()
+    assert "config files other than" in served.said()
     assert "running privsep-helper instead" in said
 
 

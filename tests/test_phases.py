@@ -13,7 +13,7 @@ import pytest
 import yaml
 from conftest import DEFAULT, REPO
 
-from builder import phases, plain
+from builder import phases, plain, render
 from builder.errors import StackseedError
 from builder.images import key as image_key
 from builder.loader import load
@@ -228,14 +228,15 @@ UNIT_PACKAGE = {
 # Started by first boot but left to systemd on later boots: quick to start, and nothing of
 # theirs waits on another service (phases.yaml's header says why).
 LEFT_TO_SYSTEMD = {"chrony", "openvswitch-switch", "libvirtd", "iscsid"}
-# Units the seed itself writes (user-data's write_files), not a package: stackseed's own.
+# Units the seed itself writes (user-data's write_files), not a package: stackseed's own, and
+# one stackseed-privsep server per project the template writes in a loop.
 SEED_UNITS = set(
     re.findall(
         r"path: /etc/systemd/system/([\w@-]+)[.]service$",
         (REPO / "cloudinit/user-data.yaml.j2").read_text(),
         re.M,
     )
-)
+) | {f"stackseed-privsep-{project}" for project in render.PRIVSEP_SERVERS}
 SVC_START = re.compile(r"^\s*svc_start\s+(.+?)\s*$", re.M)
 
 
@@ -343,6 +344,7 @@ def test_the_seed_table_carries_each_phases_services_for_the_backend() -> None:
             "stackseed-privsep-neutron",
             f"neutron-{backend}-agent",
         ]
+        assert carried["40-nova-compute"]["units"] == ["stackseed-privsep-nova", "nova-compute"]
         assert carried["40-nova-compute"]["wait"] == list(table.services["40-nova-compute"].wait)
         assert "units" not in carried["30-iscsi"] and "up" not in carried["30-iscsi"]
 

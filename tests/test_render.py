@@ -248,33 +248,52 @@ def test_later_boots_walk_the_services_without_holding_the_boot(
             assert f"neutron-{other}-agent" not in units
 
 
-def test_the_neutron_privsep_service_serves_what_lib_sh_asks(tmp_path: Path) -> None:
+# The phases that start each project's first units on a node of the default lab, by node.
+PRIVSEP_OWNERS = {
+    "neutron": {"controller": ["43-neutron"], "compute1": ["50-neutron-agent"]},
+    "nova": {"compute1": ["40-nova-compute"]},
+}
+
+
+def _shell_value(library: str, name: str) -> str:
+    """A lib.sh assignment's value (NAME=word or NAME="... possibly over lines")."""
+    found = re.search(rf'^{name}=(?:"([^"]*)"|(\S+))$', library, re.M)
+    assert found, name
+    return found.group(1) if found.group(1) is not None else found.group(2)
+
+
+@pytest.mark.parametrize("project", sorted(PRIVSEP_OWNERS))
+def test_each_privsep_service_serves_what_lib_sh_asks(tmp_path: Path, project: str) -> None:
     """The unit user-data writes runs the script user-data writes, on the socket lib.sh's
-    helper_command names, for the config file the sudoers rule admits; and the phases that
-    start a node's neutron units start it."""
-    unit_path = "/etc/systemd/system/stackseed-privsep-neutron.service"
+    helper_command names, for the config files the sudoers rule admits and a package of every
+    context lib.sh points at it (and no package without one); and the phases that start a
+    node's first units of the project start it."""
+    unit_path = f"/etc/systemd/system/stackseed-privsep-{project}.service"
+    prefix = f"{project.upper()}_PRIVSEP"
     for name, files in _render_all(DEFAULT, tmp_path).items():
         written = {f["path"]: f for f in yaml.safe_load(files["user-data"])["write_files"]}
         library = written["/usr/local/lib/stackseed/lib.sh"]["content"]
-        spawn = re.search(r"^PRIVSEP_SPAWN=(\S+)$", library, re.M).group(1)  # type: ignore[union-attr]
-        sock = re.search(r"^NEUTRON_PRIVSEP_SOCKET=(\S+)$", library, re.M).group(1)  # type: ignore[union-attr]
+        spawn = _shell_value(library, "PRIVSEP_SPAWN")
         assert written[spawn]["permissions"] == "0755", name
+        contexts = [
+            pair.split("=")[1] for pair in _shell_value(library, f"{prefix}_CONTEXTS").split()
+        ]
         unit = written[unit_path]["content"]
         argv = _unit_value(unit, "ExecStart").split()
         assert argv[:2] == [spawn, "serve"], name
-        options = dict(zip(argv[2::2], argv[3::2], strict=True))
-        assert options == {
-            "--socket": sock,
-            "--package": "neutron.privileged",
-            "--config-file": "/etc/neutron/neutron.conf",
-        }, name
+        options: dict[str, list[str]] = {}
+        for flag, value in zip(argv[2::2], argv[3::2], strict=True):
+            options.setdefault(flag, []).append(value)
+        assert options["--socket"] == [_shell_value(library, f"{prefix}_SOCKET")], name
+        assert options["--config-file"] == _shell_value(library, f"{prefix}_CONFIGS").split()
+        packages = options["--package"]
+        assert {context.rsplit(".", 1)[0] for context in contexts} == set(packages), name
+        assert set(options) == {"--socket", "--config-file", "--package"}, name
         assert _unit_value(unit, "KillMode") == "process", name
         table = json.loads(written["/usr/local/lib/stackseed/phases.json"]["content"])
         owners = [
             phase
             for phase, spec in table["phases"].items()
-            if "stackseed-privsep-neutron" in spec.get("units", [])
+            if f"stackseed-privsep-{project}" in spec.get("units", [])
         ]
-        assert owners == {"controller": ["43-neutron"], "compute1": ["50-neutron-agent"]}.get(
-            name, []
-        ), name
+        assert owners == PRIVSEP_OWNERS[project].get(name, []), name

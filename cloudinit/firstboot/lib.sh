@@ -640,58 +640,89 @@ INI
 # again when needed). Debian's sudoers (neutron-common) allows exactly this command line.
 NEUTRON_ROOTWRAP_DAEMON="sudo /usr/bin/neutron-rootwrap-daemon /etc/neutron/rootwrap.conf"
 
-# The agents' privsep helpers (one per oslo.privsep context an agent uses: some ten per boot
-# across a node's agents, one after another in each agent's start) are forked by
-# stackseed-privsep from one process that imported neutron's privileged modules once (unit
-# stackseed-privsep-neutron, started with the node's first neutron units): each fresh helper
-# imported them itself, about a minute of a loaded TCG controller's CPU apiece. Without that
-# service the same command runs privsep-helper itself. Either way through `sudo` alone, not
-# `sudo neutron-rootwrap ... privsep-helper` (one Python start less apiece). oslo.privsep
-# appends the context and a socket in a fresh mkdtemp to helper_command; the sudoers rule
-# admits exactly that line for neutron's own contexts, with neutron.conf and nothing else (a
-# config file of the caller's could name a logging config, which runs code as root). sudo >=
-# 1.9.10 reads ^...$ arguments as a regular expression (trixie 1.9.16, bookworm 1.9.13).
-NEUTRON_PRIVSEP_SECTIONS="privsep privsep_dhcp_release privsep_ovs_vsctl privsep_namespace"
-NEUTRON_PRIVSEP_SECTIONS="$NEUTRON_PRIVSEP_SECTIONS privsep_conntrack privsep_link"
+# Privsep helpers (one per oslo.privsep context a service uses, each a fresh Python that
+# imports the context's functions: about a minute of a loaded TCG node's CPU apiece, on the
+# way to an agent's alive or a first server) are forked by stackseed-privsep from one process
+# per project that imported them once (units stackseed-privsep-<project>, started with the
+# node's first units of that project). Without that service the same command runs
+# privsep-helper itself. Either way through `sudo` alone, not `sudo <project>-rootwrap ...
+# privsep-helper` (one Python start less apiece). oslo.privsep appends the context and a socket
+# in a fresh mkdtemp to helper_command; the sudoers rule admits exactly that line for the
+# project's own contexts, with its config files and nothing else (a config file of the caller's
+# could name a logging config, which runs code as root). sudo >= 1.9.10 reads ^...$ arguments
+# as a regular expression (trixie 1.9.16, bookworm 1.9.13).
 PRIVSEP_SPAWN=/usr/local/lib/stackseed/stackseed-privsep
-NEUTRON_PRIVSEP_SOCKET=/run/stackseed/privsep-neutron.sock
-NEUTRON_PRIVSEP_ARGS="spawn --socket $NEUTRON_PRIVSEP_SOCKET --config-file /etc/neutron/neutron.conf"
-NEUTRON_PRIVSEP_HELPER="sudo $PRIVSEP_SPAWN $NEUTRON_PRIVSEP_ARGS"
-NEUTRON_PRIVSEP_SUDOERS=$STACKSEED_ROOT/etc/sudoers.d/stackseed-neutron-privsep
 
-# neutron_privsep_rule: the drop-in, its contexts named from the sections above (neutron's
-# [privsep] is its `default` context, [privsep_X] its `X_cmd`), so one list says both.
-neutron_privsep_rule() {
-    local section contexts=""
-    for section in $NEUTRON_PRIVSEP_SECTIONS; do
-        case $section in
-            privsep) contexts="$contexts|default" ;;
-            *) contexts="$contexts|${section#privsep_}_cmd" ;;
-        esac
-    done
-    echo "# Written by stackseed (lib.sh): neutron's privsep helpers without neutron-rootwrap."
-    echo "Defaults:neutron !requiretty"
-    echo "neutron ALL = (root) NOPASSWD: $PRIVSEP_SPAWN ^spawn --socket" \
-        "${NEUTRON_PRIVSEP_SOCKET//./[.]} --config-file /etc/neutron/neutron[.]conf" \
-        "--privsep_context neutron[.]privileged[.](${contexts#|})" \
+# Per project: the socket its unit serves, the config files its helpers read (the service's
+# own, in its order), and each section=context its services use (the context's cfg_section and
+# python path, from the module that defines it).
+NEUTRON_PRIVSEP_SOCKET=/run/stackseed/privsep-neutron.sock
+NEUTRON_PRIVSEP_CONFIGS="/etc/neutron/neutron.conf"
+# neutron/privileged/__init__.py
+NEUTRON_PRIVSEP_CONTEXTS="privsep=neutron.privileged.default
+privsep_dhcp_release=neutron.privileged.dhcp_release_cmd
+privsep_ovs_vsctl=neutron.privileged.ovs_vsctl_cmd
+privsep_namespace=neutron.privileged.namespace_cmd
+privsep_conntrack=neutron.privileged.conntrack_cmd
+privsep_link=neutron.privileged.link_cmd"
+NOVA_PRIVSEP_SOCKET=/run/stackseed/privsep-nova.sock
+# What nova-compute's unit gives it (Debian: nova.conf, then nova-compute.conf).
+NOVA_PRIVSEP_CONFIGS="/etc/nova/nova.conf /etc/nova/nova-compute.conf"
+# nova/privsep/__init__.py, os-vif's vif_plug_*/privsep.py (plugging the server's port),
+# os_brick/privileged/__init__.py (attaching a volume over iSCSI).
+NOVA_PRIVSEP_CONTEXTS="nova_sys_admin=nova.privsep.sys_admin_pctxt
+vif_plug_ovs_privileged=vif_plug_ovs.privsep.vif_plug
+vif_plug_linux_bridge_privileged=vif_plug_linux_bridge.privsep.vif_plug
+privsep_osbrick=os_brick.privileged.default"
+
+# privsep_helper SOCKET CONFIGS: the helper_command, as the service's user runs it.
+privsep_helper() {
+    local file args="spawn --socket $1"
+    for file in $2; do args="$args --config-file $file"; done
+    echo "sudo $PRIVSEP_SPAWN $args"
+}
+
+# privsep_rule USER SOCKET CONFIGS CONTEXTS: the sudoers drop-in admitting exactly that helper
+# with each of the contexts.
+privsep_rule() {
+    local user=$1 socket=$2 configs=$3 pair file contexts="" files=""
+    for pair in $4; do contexts="$contexts|${pair#*=}"; done
+    for file in $configs; do files="$files --config-file $file"; done
+    echo "# Written by stackseed (lib.sh): $user's privsep helpers without $user-rootwrap."
+    echo "Defaults:$user !requiretty"
+    contexts=${contexts#|}
+    echo "$user ALL = (root) NOPASSWD: $PRIVSEP_SPAWN ^spawn --socket ${socket//./[.]}${files//./[.]}" \
+        "--privsep_context (${contexts//./[.]})" \
         "--privsep_sock_path /tmp/tmp[a-z0-9_]+/privsep[.]sock\$"
 }
 
-# neutron_privsep: the sudoers rule (checked by visudo before it is in place: a broken
-# drop-in would stop every sudo on the node) and helper_command in each section.
-neutron_privsep() {
-    local tmp section
+# privsep_setup USER CONF SOCKET CONFIGS CONTEXTS: the sudoers rule (checked by visudo before
+# it is in place: a broken drop-in would stop every sudo on the node) and helper_command in
+# each context's section of CONF.
+privsep_setup() {
+    local user=$1 conf=$2 socket=$3 configs=$4 contexts=$5 tmp pair helper
     tmp=$(mktemp)
-    neutron_privsep_rule >"$tmp"
+    privsep_rule "$user" "$socket" "$configs" "$contexts" >"$tmp"
     if ! visudo -cqf "$tmp" >/dev/null; then
         rm -f "$tmp"
-        fail "visudo refuses the neutron privsep rule (lib.sh, neutron_privsep_rule)"
+        fail "visudo refuses the $user privsep rule (lib.sh, privsep_rule)"
     fi
-    write_private "$NEUTRON_PRIVSEP_SUDOERS" 0:0 0440 <"$tmp"
+    write_private "$STACKSEED_ROOT/etc/sudoers.d/stackseed-$user-privsep" 0:0 0440 <"$tmp"
     rm -f "$tmp"
-    for section in $NEUTRON_PRIVSEP_SECTIONS; do
-        printf '[%s]\nhelper_command = %s\n' "$section" "$NEUTRON_PRIVSEP_HELPER"
-    done | ini_merge /etc/neutron/neutron.conf
+    helper=$(privsep_helper "$socket" "$configs")
+    for pair in $contexts; do
+        printf '[%s]\nhelper_command = %s\n' "${pair%%=*}" "$helper"
+    done | ini_merge "$conf"
+}
+
+neutron_privsep() {
+    privsep_setup neutron /etc/neutron/neutron.conf "$NEUTRON_PRIVSEP_SOCKET" \
+        "$NEUTRON_PRIVSEP_CONFIGS" "$NEUTRON_PRIVSEP_CONTEXTS"
+}
+
+nova_privsep() {
+    privsep_setup nova /etc/nova/nova.conf "$NOVA_PRIVSEP_SOCKET" \
+        "$NOVA_PRIVSEP_CONFIGS" "$NOVA_PRIVSEP_CONTEXTS"
 }
 
 # neutron_common_config: what every neutron process on any node reads from neutron.conf.

@@ -50,12 +50,15 @@ service_user_block "$conf" service_user nova svc_nova
 ini_set "$conf" service_user send_service_user_token true
 service_user_block "$conf" placement placement svc_placement
 service_user_block "$conf" neutron neutron svc_neutron
+nova_privsep
 conf_private nova "$conf"
 # Debian's nova-compute-* package sets virt_type in nova-compute.conf, read after nova.conf.
 [ -e /etc/nova/nova-compute.conf ] && ini_set /etc/nova/nova-compute.conf libvirt virt_type "$virt_type"
 install -d -o nova -g nova -m 0750 /var/lib/nova/tmp
 
 svc_start libvirtd
+# Its import of nova's, os-vif's and os-brick's privileged modules runs while we wait.
+svc_start stackseed-privsep-nova
 # nova-compute reports ready only once nova-conductor answers it over RPC. The controller starts
 # nova-api after its conductor, so the API answering means the RPC peer is there.
 wait_for "nova-api at $ctl:8774" "$PEER_TIMEOUT" probe_http "http://$ctl:8774/" 200 300
