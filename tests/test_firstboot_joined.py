@@ -372,3 +372,26 @@ def test_a_unit_still_using_cpu_is_not_restarted_an_idle_one_is(monkeypatch, cap
     out = capsys.readouterr().out
     assert "neutron-openvswitch-agent is still working (40% of a CPU): not restarted" in out
     assert out.count("still working") == 1  # said once, not every poll
+
+
+def test_a_unit_getting_its_cpu_in_bursts_is_not_restarted(monkeypatch, capsys) -> None:
+    """At load 15 on two vCPUs a loading agent gets no CPU in some 10-s polls and a second in
+    others. Judged over a minute it is working; a unit idle for that minute is restarted."""
+    restarted: list[str] = []
+    monkeypatch.setattr(joined, "restart", restarted.append)
+    clock = {"t": 0.0}
+    monkeypatch.setattr(joined.time, "monotonic", lambda: clock["t"])
+    monkeypatch.setattr(joined.time, "sleep", lambda s: clock.update(t=clock["t"] + s))
+
+    def cpu_seconds(unit: str) -> float:
+        if unit == "neutron-openvswitch-agent":
+            return 2.0 * (clock["t"] // 30)  # 2 s every 30 s (7%), none in most polls
+        return 3.0  # nova-compute: idle, waiting
+
+    monkeypatch.setattr(joined, "cpu_seconds", cpu_seconds)
+    facts = {"node": {"name": "compute1"}, "joins": join_facts("compute", "openvswitch")}
+    dead = {"network-agent": [agent("compute1", "Open vSwitch agent", False)]}
+
+    assert joined.wait(facts, Listings(dead), 600.0, 0.0, 10.0) == 1
+    assert restarted == ["nova-compute"]
+    assert "neutron-openvswitch-agent is still working" in capsys.readouterr().out
