@@ -683,15 +683,16 @@ privsep_helper() {
 }
 
 # privsep_rule USER SOCKET CONFIGS CONTEXTS: the sudoers drop-in admitting exactly that helper
-# with each of the contexts.
+# (privsep_helper's own arguments, so the two cannot differ) with each of the contexts.
 privsep_rule() {
-    local user=$1 socket=$2 configs=$3 pair file contexts="" files=""
+    local user=$1 pair args contexts=""
+    args=$(privsep_helper "$2" "$3")
+    args=${args#"sudo $PRIVSEP_SPAWN "}
     for pair in $4; do contexts="$contexts|${pair#*=}"; done
-    for file in $configs; do files="$files --config-file $file"; done
+    contexts=${contexts#|}
     echo "# Written by stackseed (lib.sh): $user's privsep helpers without $user-rootwrap."
     echo "Defaults:$user !requiretty"
-    contexts=${contexts#|}
-    echo "$user ALL = (root) NOPASSWD: $PRIVSEP_SPAWN ^spawn --socket ${socket//./[.]}${files//./[.]}" \
+    echo "$user ALL = (root) NOPASSWD: $PRIVSEP_SPAWN ^${args//./[.]}" \
         "--privsep_context (${contexts//./[.]})" \
         "--privsep_sock_path /tmp/tmp[a-z0-9_]+/privsep[.]sock\$"
 }
