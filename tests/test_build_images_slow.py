@@ -24,7 +24,7 @@ import yaml
 from builder.fsutil import write_private
 from builder.images.contract import ImageInfo, find_image
 from builder.paths import cache_root, state_root
-from vms.diskboot import run_until_serial
+from vms.diskboot import make_seed, run_until_serial
 
 pytestmark = pytest.mark.slow
 
@@ -296,30 +296,13 @@ def test_baked_databases_hold_no_secret(image: ImageInfo, raw: Path, tmp_path: P
     }
 
 
-def _seed(directory: Path) -> Path:
-    directory.mkdir()
-    (directory / "meta-data").write_text(
-        f"instance-id: test-{uuid.uuid4().hex[:8]}\nlocal-hostname: seedtest\n"
-    )
-    (directory / "user-data").write_text(
-        "#cloud-config\nruncmd:\n  - [sh, -c, 'echo STACKSEED-TEST-RUNCMD > /dev/ttyS0']\n"
-    )
-    iso = directory.parent / "seed.iso"
-    subprocess.run(
-        ["xorriso", "-as", "mkisofs", "-quiet", "-V", "cidata", "-J", "-R", "-o", str(iso)]
-        + [str(directory / name) for name in ("meta-data", "user-data")],
-        check=True,
-    )
-    return iso
-
-
 def test_boots_to_cloud_init_final_under_tcg(image: ImageInfo, tmp_path: Path) -> None:
     overlay = tmp_path / "overlay.qcow2"
     backing = ["-F", "qcow2", "-b", str(image.rootfs_path)]
     subprocess.run(
         ["qemu-img", "create", "-q", "-f", "qcow2", *backing, str(overlay), "8G"], check=True
     )
-    iso = _seed(tmp_path / "seed")
+    iso = make_seed(tmp_path / "seed", "echo STACKSEED-TEST-RUNCMD", hostname="seedtest")
     serial = tmp_path / "serial.log"
     cmd = [
         "qemu-system-x86_64",

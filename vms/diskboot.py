@@ -1,7 +1,8 @@
 """Boot a whole-disk image the way a server boots it: OVMF with fresh NVRAM, an e1000e NIC, and
 a NoCloud seed on a SATA CD or a USB stick, under plain QEMU (no libvirt domain, nothing left
-behind but the work directory). The guest's runcmd reports on the serial port; the caller reads
-the serial text. Used by tests/test_disk_boot_slow.py and bench/bench_disk.py.
+behind but the work directory). The guest's runcmd reports through the kernel's log, which the
+console on the serial port prints; the caller reads the serial text. Used by
+tests/test_disk_boot_slow.py and bench/bench_disk.py.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import yaml
 from vms.firmware import firmware
 
 SECURE_BOOT_VAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
-# What the guest prints on its serial port once cloud-init's final stage runs its runcmd.
+# What the guest prints on its console once cloud-init's final stage runs its runcmd.
 REPORT = (
     'printf "STACKSEED-EFI=%s\\n" "$(test -d /sys/firmware/efi && echo yes || echo no)"; '
     'printf "STACKSEED-CMDLINE=%s\\n" "$(cat /proc/cmdline)"; '
@@ -48,14 +49,21 @@ def missing_tools() -> list[str]:
     return files + [t for t in ("qemu-system-x86_64", "xorriso") if shutil.which(t) is None]
 
 
-def make_seed(directory: Path, hostname: str = "disktest") -> Path:
-    """A NoCloud ISO whose only job is the serial report (no lab, no secret)."""
+def seed_user_data(command: str) -> str:
+    """Cloud-config whose runcmd puts `command`'s output lines on the guest's console."""
+    # Through /dev/kmsg, not /dev/ttyS0: serial-getty hangs ttyS0 up when it starts, and a write
+    # that races it fails with EIO (it did in CI). The kernel prints each line on every console.
+    user_data = {"runcmd": [["sh", "-c", f"({command}) > /dev/kmsg"]]}
+    return "#cloud-config\n" + yaml.safe_dump(user_data)
+
+
+def make_seed(directory: Path, command: str = REPORT, hostname: str = "disktest") -> Path:
+    """A NoCloud ISO whose only job is to print `command`'s output (no lab, no secret)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "meta-data").write_text(
         f"instance-id: disk-{uuid.uuid4().hex[:8]}\nlocal-hostname: {hostname}\n"
     )
-    user_data = {"runcmd": [["sh", "-c", f"({REPORT}) > /dev/ttyS0"]]}
-    (directory / "user-data").write_text("#cloud-config\n" + yaml.safe_dump(user_data))
+    (directory / "user-data").write_text(seed_user_data(command))
     iso = directory / "seed.iso"
     subprocess.run(
         ["xorriso", "-as", "mkisofs", "-quiet", "-V", "cidata", "-J", "-R", "-o", str(iso)]
