@@ -1,11 +1,13 @@
 """A verified lab brought back after a power cut, a node's reboot or a pause, timed per node.
 
 Run as root against a running, verified lab (issue 17):
-    python bench/bench_power.py --cut | --reboot NODE | --stop-start [--topology FILE]
-        [--section NAME] [--no-verify]
+    python bench/bench_power.py --cut | --reboot NODE | --stop-start | --save-start
+        [--topology FILE] [--section NAME] [--no-verify]
 --cut destroys every domain of the lab and stops its networks at once (`virsh`, as a host
 reboot or a power failure leaves them), then runs `lab up --wait`; --reboot runs `lab reboot
-NODE` then `lab up --wait`; --stop-start runs `lab stop` then `lab start --wait`. For each node
+NODE` then `lab up --wait`; --stop-start runs `lab stop` then `lab start --wait`; --save-start
+runs `lab stop --save` then `lab start --wait` (no boot: the nodes resume from their memory, so
+the figure is the start's, and the saved memory's size on disk is reported). For each node
 it prints the seconds from the command to its `services=all status=ready` marker (its later
 boot's walk done), what the walk logged per phase (/var/log/stackseed/services.log: only the
 walker's own "up after" lines, which carry no secret), whether a first-boot phase ran again,
@@ -33,6 +35,7 @@ from builder.state import LabState
 from vms.boots import note_path, read_note
 
 URI = "qemu:///system"
+SAVE_DIR = Path("/var/lib/libvirt/qemu/save")  # where libvirtd keeps a managed save
 READY = "services=all status=ready"
 FIRST_BOOT_START = re.compile(r"STACKSEED node=\S+ phase=(?!firstboot )\S+ status=start")
 WALK_LINE = re.compile(
@@ -166,6 +169,7 @@ def main() -> None:
     kind.add_argument("--cut", action="store_true", help="every domain destroyed at once")
     kind.add_argument("--reboot", metavar="NODE", help="lab reboot NODE")
     kind.add_argument("--stop-start", action="store_true", help="lab stop, then lab start")
+    kind.add_argument("--save-start", action="store_true", help="lab stop --save, then lab start")
     parser.add_argument("--timeout", type=int, default=3600)
     parser.add_argument("--no-verify", action="store_true", help="skip lab verify afterwards")
     parser.add_argument("--section", default=None, help="docs/benchmarks.md section")
@@ -180,6 +184,7 @@ def main() -> None:
     print(f"host yardstick: {host:.2f} s (a fixed Python loop, best of 3; lower is faster)")
     watch = Watch(state, nodes)
     steps: list[tuple[str, float, int]] = []
+    on_disk = 0
     if args.cut:
         what = "every domain destroyed and the lab's networks stopped at once, then `lab up`"
         cut(f"{name}-")
@@ -190,6 +195,11 @@ def main() -> None:
             (f"`lab reboot {args.reboot}`", *timed(["reboot", args.reboot], args.topology))
         )
         steps.append(("`lab up --wait`", *timed(["up", *wait], args.topology)))
+    elif args.save_start:
+        what = "`lab stop --save` (memory kept), then `lab start --wait` (resumed, no boot)"
+        steps.append(("`lab stop --save`", *timed(["stop", "--save"], args.topology)))
+        on_disk = sum(f.stat().st_size for f in SAVE_DIR.glob(f"{name}-*.save"))
+        steps.append(("`lab start --wait`", *timed(["start", *wait], args.topology)))
     else:
         what = "`lab stop` (ACPI, the controller last), then `lab start --wait`"
         steps.append(("`lab stop`", *timed(["stop"], args.topology)))
@@ -199,8 +209,9 @@ def main() -> None:
     if not args.no_verify:
         steps.append(("`lab verify`", *timed(["verify"], args.topology)))
 
-    # A single node's reboot: the others never went down, so they print no new ready marker.
-    restarted = [args.reboot] if args.reboot else nodes
+    # A single node's reboot: the others never went down, so they print no new ready marker;
+    # a saved lab is resumed, not booted, and prints none either.
+    restarted = [args.reboot] if args.reboot else [] if args.save_start else nodes
     logs = {node: services_log(args.topology, node) for node in restarted}
     by_clock: set[str] = set()
     for node in restarted:
@@ -227,6 +238,7 @@ def main() -> None:
         *(f"| {step} | {seconds:.0f} | {rc} |" for step, seconds, rc in steps),
         f"| from the first command to the last node ready | {total:.0f} | |",
         "",
+        *([f"Saved memory on the host's disk: {on_disk / (1 << 30):.1f} GiB.", ""] * bool(on_disk)),
         "| node | ready (s) | first-boot phase ran again |",
         "|---|---:|---|",
     ]
@@ -234,6 +246,8 @@ def main() -> None:
         ready = watch.ready.get(node)
         again = "yes" if node in watch.first_boot_again else "no"
         shown = f"{ready:.0f}" if ready else "not ready" if node in restarted else "stayed up"
+        if args.save_start and not ready:
+            shown = "resumed from its memory"
         if node in by_clock:
             shown += " (the node's services.log clock: the console watch missed the marker)"
         lines.append(f"| {node} | {shown} | {again} |")
@@ -244,7 +258,15 @@ def main() -> None:
             late = " (late)" if status == "late" else ""
             lines.append(f"| {node} | {shown} | {seconds}{late} |")
     print("\n".join(lines))
-    kind_name = "cut" if args.cut else f"reboot-{args.reboot}" if args.reboot else "stop-start"
+    kind_name = (
+        "cut"
+        if args.cut
+        else f"reboot-{args.reboot}"
+        if args.reboot
+        else "save-start"
+        if args.save_start
+        else "stop-start"
+    )
     write_section(args.section or f"power-{kind_name}", "\n".join(lines))
     failed = [step for step, _, rc in steps if rc]
     if failed or any(n not in watch.ready for n in restarted) or watch.first_boot_again:

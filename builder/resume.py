@@ -112,8 +112,10 @@ def step_clocks(
     timeout: float,
     on_node: Callable[[str, float, float], None],
     popen: Popen,
+    names: list[str] | None = None,
 ) -> dict[str, float]:
-    """Every node's clock set to the host's, in parallel; node -> how far behind it was."""
+    """Every node's clock (or each of `names`) set to the host's, in parallel; node -> how far
+    behind it was."""
     started = time.monotonic()
     deadline = started + timeout
 
@@ -122,7 +124,7 @@ def step_clocks(
         on_node(name, offset, time.monotonic() - started)
         return offset
 
-    names = [node.name for node in plan.nodes]
+    names = names or [node.name for node in plan.nodes]
     with ThreadPoolExecutor(max_workers=len(names)) as pool:
         futures = {name: pool.submit(one, name) for name in names}
     failed = [f.exception() for f in futures.values() if f.exception() is not None]

@@ -360,7 +360,7 @@ def reboot(lab: Lab, connect: str | None, node: str, hard: bool) -> None:
         if dom is None or not dom.isActive():
             raise StackseedError(
                 f"node {node} is not running ({domains.state_of(dom)})",
-                fix="start it with 'lab up'",
+                fix=f"'lab start {node}' starts it" if dom else "'lab up' makes and starts it",
             )
         if hard:
             dom.reset(0)

@@ -221,12 +221,27 @@ def state_of(dom: libvirt.virDomain | None) -> str:
     if dom is None:
         return "absent"
     state, _reason = dom.state(0)
+    if state == libvirt.VIR_DOMAIN_SHUTOFF and has_saved_memory(dom):
+        return "saved"
     return _STATES.get(state, "unknown")
+
+
+def has_saved_memory(dom: libvirt.virDomain) -> bool:
+    """libvirt holds this shut-off domain's memory (`lab stop --save`): its next start is a
+    restore, not a boot."""
+    try:
+        return bool(dom.hasManagedSaveImage(0))
+    except libvirt.libvirtError:
+        return False
 
 
 def remove(dom: libvirt.virDomain) -> None:
     if dom.isActive():
         dom.destroy()
+    if has_saved_memory(dom):
+        # Not left to undefine's flag alone: a driver that refuses the flags refuses the plain
+        # undefine too while saved memory exists.
+        dom.managedSaveRemove(0)
     try:
         dom.undefineFlags(
             libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE

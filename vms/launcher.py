@@ -162,6 +162,14 @@ def _preflight(
 ) -> None:
     """Every reason to refuse, found before anything is created."""
     plan = launch.plan
+    saved = [name for name, dom in sorted(existing.items()) if domains.has_saved_memory(dom)]
+    if saved:
+        # Starting one would resume it alone, its clock behind and its peers still saved.
+        raise StackseedError(
+            f"lab {plan.lab}: {', '.join(saved)} saved by 'lab stop --save' (memory kept)",
+            fix="'lab start' resumes the saved nodes together; 'lab down' discards the saved "
+            "memory with the lab",
+        )
     problems = networks.conflicts(conn, plan)
     storage.find_pool(conn, plan.lab)  # raises when the name is taken by a foreign pool
     for node in plan.nodes:

@@ -1,6 +1,12 @@
 """`lab stop` and `lab start`: a lab's nodes powered off cleanly and on again, nothing else
 changed (disks, networks, pool, seeds and state stay).
 
+`lab stop --save` keeps each node's memory instead (libvirt's managed save): every node is paused
+at once, so the lab's clocks and connections stop together, then saved; the start that follows
+restores every saved node, paused, and resumes them together. No boot, no service start: the
+lab is back where it was. Any start of a saved domain is a restore (libvirt's rule), and
+`lab down` discards the saved memory with the domain.
+
 Order follows what depends on what: every other node joins the controller (its database, queue
 and APIs), so a stop powers the others off first and the controller last, and a start brings the
 networks up, then the controller, then the others. A stop asks each node by ACPI (the guest
@@ -13,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import libvirt
@@ -21,6 +28,7 @@ from builder.errors import StackseedError
 from builder.plan import Plan
 from builder.state import LabState
 from vms import boots, domains, networks, storage
+from vms.xml import appending_console
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +45,7 @@ class StopReport:
     forced: list[str] = field(default_factory=list)  # did not, and were forced off
     already: list[str] = field(default_factory=list)  # off before the command
     absent: list[str] = field(default_factory=list)  # no domain at all
+    saved: list[str] = field(default_factory=list)  # memory kept (stop --save)
 
 
 @dataclass
@@ -45,6 +54,7 @@ class StartReport:
     already: list[str] = field(default_factory=list)  # running before the command
     networks: list[str] = field(default_factory=list)  # networks (re)started
     resuming: list[str] = field(default_factory=list)  # started with first boot unfinished
+    restored: list[str] = field(default_factory=list)  # back from saved memory, not booted
 
 
 def stop_waves(plan: Plan, names: list[str]) -> list[list[str]]:
@@ -160,8 +170,14 @@ def start(
     if pool is not None and not pool.isActive():
         pool.create(0)  # the disks are files and need no pool to boot; `lab up`/`down` do
         say(f"pool {pool.name()}", "started")
+    saved = [name for name in start_order(plan, names) if domains.has_saved_memory(owned[name])]
+    if saved:
+        _restore(owned, saved, say)
+        report.restored += saved
     for name in start_order(plan, names):
         dom = owned[name]
+        if name in saved:
+            continue
         if dom.state(0)[0] == libvirt.VIR_DOMAIN_PAUSED:
             dom.resume()  # left paused (an interrupted snapshot): running is what start means
             report.started.append(name)
@@ -182,3 +198,102 @@ def start(
         else:
             say(name, "started")
     return report
+
+
+def save(
+    conn: libvirt.virConnect, plan: Plan, names: list[str], *, say: Say = _quiet
+) -> StopReport:
+    """Pause every named running node at once, then save each one's memory (managed save). If
+    a save fails, every node this call paused or saved runs again before the error is raised:
+    a lab is either saved as one moment or left as it was."""
+    report = StopReport()
+    owned = domains.owned(conn, plan.lab)
+    doms: dict[str, libvirt.virDomain] = {}
+    for name in [n for wave in stop_waves(plan, names) for n in wave]:
+        dom = owned.get(name)
+        if dom is None:
+            report.absent.append(name)
+            say(name, "no domain: nothing to save ('lab up' makes it)")
+        elif not dom.isActive():
+            report.already.append(name)
+            say(name, f"already {domains.state_of(dom)}")
+        else:
+            doms[name] = dom
+    if not doms:
+        return report
+    started = time.monotonic()
+    for dom in doms.values():
+        if dom.state(0)[0] != libvirt.VIR_DOMAIN_PAUSED:
+            dom.suspend()
+    say(", ".join(doms), f"paused together ({time.monotonic() - started:.1f}s)")
+    for name, dom in doms.items():
+        began = time.monotonic()
+        try:
+            # Restored paused: the start that follows resumes the whole lab at once.
+            dom.managedSave(libvirt.VIR_DOMAIN_SAVE_PAUSED)
+            _keep_console_on_restore(dom)
+        except libvirt.libvirtError as exc:
+            _undo_save(doms, report.saved, say)
+            raise StackseedError(
+                f"could not save {name}'s memory: {exc.get_error_message()}",
+                fix="free space where libvirt keeps saved memory (/var/lib/libvirt/qemu/save "
+                "on this host; each node needs up to its memory size), then re-run; "
+                "'lab stop' without --save shuts the nodes down instead",
+            ) from None
+        report.saved.append(name)
+        say(name, f"memory saved ({time.monotonic() - began:.0f}s)")
+    return report
+
+
+def _keep_console_on_restore(dom: libvirt.virDomain) -> None:
+    try:
+        xml = dom.managedSaveGetXMLDesc(0)
+    except libvirt.libvirtError as exc:
+        # libvirt's test driver keeps no saved XML (and has no console log to keep).
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+            return
+        raise
+    dom.managedSaveDefineXML(appending_console(xml), 0)
+
+
+def _undo_save(doms: dict[str, libvirt.virDomain], saved: list[str], say: Say) -> None:
+    """After a failed save: the saved nodes restored and every paused one resumed."""
+    for name in saved:
+        doms[name].create()
+    for name, dom in doms.items():
+        if dom.isActive() and dom.state(0)[0] == libvirt.VIR_DOMAIN_PAUSED:
+            dom.resume()
+        say(name, "running again (the save was undone)")
+
+
+def _restore(owned: dict[str, libvirt.virDomain], names: list[str], say: Say) -> None:
+    """Restore the saved nodes in parallel (each qemu reads its own memory file), then resume
+    them together."""
+
+    def one(name: str) -> float | str:
+        began = time.monotonic()
+        try:
+            owned[name].create()  # a saved domain's start is a restore, paused as it was saved
+        except libvirt.libvirtError as exc:
+            return exc.get_error_message()
+        return time.monotonic() - began
+
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        took = dict(zip(names, pool.map(one, names), strict=True))
+    failed = {name: why for name, why in took.items() if isinstance(why, str)}
+    for name, seconds in took.items():
+        if not isinstance(seconds, str):
+            say(name, f"memory restored ({seconds:.0f}s)")
+    started = time.monotonic()
+    for name in names:
+        dom = owned[name]
+        if dom.isActive() and dom.state(0)[0] == libvirt.VIR_DOMAIN_PAUSED:
+            dom.resume()
+    if failed:
+        raise StackseedError(
+            "could not restore from saved memory: "
+            + "; ".join(f"{name}: {why}" for name, why in failed.items()),
+            fix="re-run 'lab start' (the saved memory stays until a restore succeeds); 'lab "
+            "down' and 'lab up' discard it and boot the lab afresh",
+        )
+    say(", ".join(names), f"resumed together ({time.monotonic() - started:.1f}s)")

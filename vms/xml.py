@@ -115,13 +115,26 @@ def retarget(xml: str, paths: dict[str, str], console_log: str | None = None) ->
     for source in root.findall("devices/disk/source"):
         if source.get("file"):
             source.set("file", moved(source.get("file", "")))
+    _append_console(root, console_log)
+    for source in root.findall("devices/interface/source"):
+        source.attrib.pop("portid", None)
+    return ET.tostring(root, encoding="unicode")
+
+
+def appending_console(xml: str) -> str:
+    """A saved domain's XML whose console log is appended to on restore, not emptied: what the
+    node printed before (its ready marker) stays readable."""
+    ET.register_namespace("stackseed", METADATA_NS)
+    root = ET.fromstring(xml)
+    _append_console(root, None)
+    return ET.tostring(root, encoding="unicode")
+
+
+def _append_console(root: ET.Element, console_log: str | None) -> None:
     for log in [*root.findall("devices/serial/log"), *root.findall("devices/console/log")]:
         if console_log is not None:
             log.set("file", console_log)
         log.set("append", "on")
-    for source in root.findall("devices/interface/source"):
-        source.attrib.pop("portid", None)
-    return ET.tostring(root, encoding="unicode")
 
 
 def with_cpu_shares(xml: str, shares: int) -> str:

@@ -1,5 +1,6 @@
 """`lab stop` and `lab start`: pause a lab (overnight, for the host's sake) and bring it back,
-keeping its disks, networks and state; vms/power.py does the libvirt side."""
+keeping its disks, networks and state (and with `--save` its memory); vms/power.py does the
+libvirt side."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from rich.markup import escape
 from builder.cli import repo as plain_repo
 from builder.cli.cloud import cloud_after_ready
 from builder.cli.common import Lab, err, lab_lock, out, timeout_option, topology_options
+from builder.cli.snapshot.shared import set_clocks
 from vms import domains, power
 from vms.commands import _explained, _known, _wait, connect_option
 from vms.connect import open_connection, resolve_uri
@@ -37,14 +39,24 @@ def _names(lab: Lab, nodes: tuple[str, ...]) -> list[str]:
     help="Seconds each wave (the other nodes, then the controller) has to shut down before "
     "the nodes still running are forced off.",
 )
-def stop(lab: Lab, connect: str | None, nodes: tuple[str, ...], timeout: float) -> None:
+@click.option(
+    "--save",
+    is_flag=True,
+    help="Keep each node's memory on the host's disk instead of shutting it down (libvirt's "
+    "managed save; up to each node's memory size): every node is paused at once, then saved, "
+    "and 'lab start' resumes the lab where it was, without a boot. 'lab down' discards it.",
+)
+def stop(lab: Lab, connect: str | None, nodes: tuple[str, ...], timeout: float, save: bool) -> None:
     """Shut the lab's nodes (or each NODE) down cleanly by ACPI, the controller last; disks,
     networks and state stay (a plain node's repository server stops with the last node).
     'lab start' starts them again."""
     names = _names(lab, nodes)
     with lab_lock(lab):
         conn = open_connection(resolve_uri(connect))
-        report = power.stop(conn, lab.plan, names, timeout=timeout, say=_say)
+        if save:
+            report = power.save(conn, lab.plan, names, say=_say)
+        else:
+            report = power.stop(conn, lab.plan, names, timeout=timeout, say=_say)
         # The repository server goes with the last node ('lab start' serves it again): while
         # any node runs, a plain one may still be installing from it.
         if not any(dom.isActive() for dom in domains.owned(conn, lab.plan.lab).values()):
@@ -56,6 +68,13 @@ def stop(lab: Lab, connect: str | None, nodes: tuple[str, ...], timeout: float) 
             "the next start, a guest's unwritten data is lost)",
             soft_wrap=True,
         )
+    if report.saved:
+        out.print(
+            f"lab {lab.plan.lab}: {len(report.saved)} node(s) saved, memory kept on the host "
+            f"('lab start{_args(nodes)}' resumes them; 'lab down' discards it)",
+            soft_wrap=True,
+        )
+        return
     down = report.stopped + report.forced
     if not down:
         out.print(
@@ -85,7 +104,8 @@ def start(
     lab: Lab, connect: str | None, nodes: tuple[str, ...], wait: bool, timeout: float
 ) -> None:
     """Start the lab's networks and its stopped nodes (or each NODE), the controller first.
-    Nodes boot as they were; one whose first boot did not finish resumes it."""
+    Nodes boot as they were; one whose first boot did not finish resumes it, and nodes saved
+    by 'lab stop --save' resume from their memory together, their clocks set."""
     names = _names(lab, nodes)
     began = time.monotonic()
     uri = resolve_uri(connect)
@@ -95,7 +115,18 @@ def start(
         # A plain node whose first boot stopped mid-install resumes it from the repository.
         plain_repo.resume(lab)
         report = power.start(conn, lab.plan, lab.state, names, say=_say)
-    if report.started:
+        # A node back from saved memory missed the time it spent saved: its clock is behind
+        # by that much until it is set (tokens, agent heartbeats and cinder's reports judge by
+        # it).
+        if report.restored:
+            set_clocks(lab, conn, timeout, began, report.restored)
+    if report.restored:
+        out.print(
+            f"lab {lab.plan.lab}: {len(report.restored)} node(s) resumed from saved memory, "
+            f"{len(report.started)} started, on {uri}",
+            soft_wrap=True,
+        )
+    elif report.started:
         out.print(f"lab {lab.plan.lab}: {len(report.started)} node(s) started on {uri}")
     else:
         out.print(

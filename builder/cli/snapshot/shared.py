@@ -58,9 +58,15 @@ def image_keys(images: dict[str, ImageInfo | None]) -> dict[str, ImageKey | None
 # --- lab snapshot ----------------------------------------------------------------------------
 
 
-def set_clocks(lab: Lab, conn: libvirt.virConnect, timeout: float, started: float) -> bool:
-    """Every node's clock to the host's (it answers ssh, then); False on the libvirt test
-    driver, where nothing runs."""
+def set_clocks(
+    lab: Lab,
+    conn: libvirt.virConnect,
+    timeout: float,
+    started: float,
+    names: list[str] | None = None,
+) -> bool:
+    """Every node's clock (or each of `names`) to the host's (it answers ssh, then); False on
+    the libvirt test driver, where nothing runs."""
     if is_test_driver(conn):
         step("libvirt test driver: nothing runs, so no clocks to set and no cloud to wait for")
         return False
@@ -68,8 +74,9 @@ def set_clocks(lab: Lab, conn: libvirt.virConnect, timeout: float, started: floa
     def clock(node: str, offset: float, elapsed: float) -> None:
         step(f"{node}: answers ssh, clock set to the host's ({duration(offset)}, {elapsed:.0f}s)")
 
-    step_clocks(lab.plan, lab.state, timeout=timeout, on_node=clock, popen=ssh.popen)
-    out.print(f"every node answers ssh, clocks set: {time.monotonic() - started:.0f}s")
+    step_clocks(lab.plan, lab.state, timeout=timeout, on_node=clock, popen=ssh.popen, names=names)
+    which = "every node answers" if names is None else f"{', '.join(names)} answer"
+    out.print(f"{which} ssh, clocks set: {time.monotonic() - started:.0f}s")
     return True
 
 
