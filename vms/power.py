@@ -109,15 +109,8 @@ def stop(
     owned = domains.owned(conn, plan.lab)
     for wave in stop_waves(plan, names):
         asked: dict[str, libvirt.virDomain] = {}
-        for name in wave:
-            dom = owned.get(name)
-            if dom is None:
-                report.absent.append(name)
-                say(name, "no domain: nothing to stop ('lab up' makes it)")
-            elif not dom.isActive():
-                report.already.append(name)
-                say(name, f"already {domains.state_of(dom)}")
-            elif _request(dom):
+        for name, dom in _running(owned, wave, report, say, "stop").items():
+            if _request(dom):
                 asked[name] = dom
                 say(name, "shutdown requested (ACPI)")
             else:
@@ -208,17 +201,8 @@ def save(
     a lab is either saved as one moment or left as it was."""
     report = StopReport()
     owned = domains.owned(conn, plan.lab)
-    doms: dict[str, libvirt.virDomain] = {}
-    for name in [n for wave in stop_waves(plan, names) for n in wave]:
-        dom = owned.get(name)
-        if dom is None:
-            report.absent.append(name)
-            say(name, "no domain: nothing to save ('lab up' makes it)")
-        elif not dom.isActive():
-            report.already.append(name)
-            say(name, f"already {domains.state_of(dom)}")
-        else:
-            doms[name] = dom
+    ordered = [name for wave in stop_waves(plan, names) for name in wave]
+    doms = _running(owned, ordered, report, say, "save")
     if not doms:
         return report
     started = time.monotonic()
@@ -243,6 +227,24 @@ def save(
         report.saved.append(name)
         say(name, f"memory saved ({time.monotonic() - began:.0f}s)")
     return report
+
+
+def _running(
+    owned: dict[str, libvirt.virDomain], names: list[str], report: StopReport, say: Say, verb: str
+) -> dict[str, libvirt.virDomain]:
+    """The named nodes that run, in order; the absent and the already off noted and said."""
+    found: dict[str, libvirt.virDomain] = {}
+    for name in names:
+        dom = owned.get(name)
+        if dom is None:
+            report.absent.append(name)
+            say(name, f"no domain: nothing to {verb} ('lab up' makes it)")
+        elif not dom.isActive():
+            report.already.append(name)
+            say(name, f"already {domains.state_of(dom)}")
+        else:
+            found[name] = dom
+    return found
 
 
 def _keep_console_on_restore(dom: libvirt.virDomain) -> None:
