@@ -4,6 +4,8 @@ whole-disk image, for a node with boot: firmware), the plan's NICs and disks, a 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import libvirt
@@ -224,6 +226,28 @@ def state_of(dom: libvirt.virDomain | None) -> str:
     if state == libvirt.VIR_DOMAIN_SHUTOFF and has_saved_memory(dom):
         return "saved"
     return _STATES.get(state, "unknown")
+
+
+def pause_together(doms: Iterable[libvirt.virDomain]) -> float:
+    """Pause every running domain of `doms`, back to back, so that the lab's clocks and
+    connections stop at one moment; the seconds it took."""
+    started = time.monotonic()
+    for dom in doms:
+        if state_of(dom) == "running":
+            dom.suspend()
+    return time.monotonic() - started
+
+
+def resume_together(doms: dict[str, libvirt.virDomain]) -> tuple[list[str], float]:
+    """Resume every paused domain of `doms` (name -> domain), back to back: the names
+    resumed and the seconds it took."""
+    started = time.monotonic()
+    resumed = []
+    for name, dom in doms.items():
+        if state_of(dom) == "paused":
+            dom.resume()
+            resumed.append(name)
+    return resumed, time.monotonic() - started
 
 
 def has_saved_memory(dom: libvirt.virDomain) -> bool:

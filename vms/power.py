@@ -205,11 +205,8 @@ def save(
     doms = _running(owned, ordered, report, say, "save")
     if not doms:
         return report
-    started = time.monotonic()
-    for dom in doms.values():
-        if dom.state(0)[0] != libvirt.VIR_DOMAIN_PAUSED:
-            dom.suspend()
-    say(", ".join(doms), f"paused together ({time.monotonic() - started:.1f}s)")
+    took = domains.pause_together(doms.values())
+    say(", ".join(doms), f"paused together ({took:.1f}s)")
     for name, dom in doms.items():
         began = time.monotonic()
         try:
@@ -262,9 +259,8 @@ def _undo_save(doms: dict[str, libvirt.virDomain], saved: list[str], say: Say) -
     """After a failed save: the saved nodes restored and every paused one resumed."""
     for name in saved:
         doms[name].create()
-    for name, dom in doms.items():
-        if dom.isActive() and dom.state(0)[0] == libvirt.VIR_DOMAIN_PAUSED:
-            dom.resume()
+    domains.resume_together(doms)
+    for name in doms:
         say(name, "running again (the save was undone)")
 
 
@@ -286,11 +282,7 @@ def _restore(owned: dict[str, libvirt.virDomain], names: list[str], say: Say) ->
     for name, seconds in took.items():
         if not isinstance(seconds, str):
             say(name, f"memory restored ({seconds:.0f}s)")
-    started = time.monotonic()
-    for name in names:
-        dom = owned[name]
-        if dom.isActive() and dom.state(0)[0] == libvirt.VIR_DOMAIN_PAUSED:
-            dom.resume()
+    _resumed, took = domains.resume_together({name: owned[name] for name in names})
     if failed:
         raise StackseedError(
             "could not restore from saved memory: "
@@ -298,4 +290,4 @@ def _restore(owned: dict[str, libvirt.virDomain], names: list[str], say: Say) ->
             fix="re-run 'lab start' (the saved memory stays until a restore succeeds); 'lab "
             "down' and 'lab up' discard it and boot the lab afresh",
         )
-    say(", ".join(names), f"resumed together ({time.monotonic() - started:.1f}s)")
+    say(", ".join(names), f"resumed together ({took:.1f}s)")

@@ -99,11 +99,7 @@ def frozen(
     then restored from its memory file and the lab resumes as one."""
     capture = Capture(directory)
     try:
-        started = time.monotonic()
-        for dom in doms.values():
-            if domains.state_of(dom) == "running":
-                dom.suspend()
-        capture.seconds["pause"] = time.monotonic() - started
+        capture.seconds["pause"] = domains.pause_together(doms.values())
         step(f"paused {', '.join(doms)} together ({capture.seconds['pause']:.1f}s)")
         sources = {name: writable_disks(dom.XMLDesc(0)) for name, dom in doms.items()}
         started = time.monotonic()
@@ -347,15 +343,9 @@ def _restore_one(
 def resume_all(conn: libvirt.virConnect, names: list[str], lab: str, step: Step = _quiet) -> None:
     """Resume every paused node of the lab, back to back."""
     owned = domains.owned(conn, lab)
-    started = time.monotonic()
-    resumed = []
-    for name in names:
-        dom = owned.get(name)
-        if dom is not None and domains.state_of(dom) == "paused":
-            dom.resume()
-            resumed.append(name)
+    resumed, took = domains.resume_together({n: owned[n] for n in names if n in owned})
     if resumed:
-        step(f"resumed {', '.join(resumed)} together ({time.monotonic() - started:.1f}s)")
+        step(f"resumed {', '.join(resumed)} together ({took:.1f}s)")
 
 
 def _message(exc: BaseException) -> str:
