@@ -165,11 +165,11 @@ def timed(args: list[str], topology: Path) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--topology", type=Path, default=DEFAULT_TOPOLOGY)
-    kind = parser.add_mutually_exclusive_group(required=True)
-    kind.add_argument("--cut", action="store_true", help="every domain destroyed at once")
-    kind.add_argument("--reboot", metavar="NODE", help="lab reboot NODE")
-    kind.add_argument("--stop-start", action="store_true", help="lab stop, then lab start")
-    kind.add_argument("--save-start", action="store_true", help="lab stop --save, then lab start")
+    modes = parser.add_mutually_exclusive_group(required=True)
+    modes.add_argument("--cut", action="store_true", help="every domain destroyed at once")
+    modes.add_argument("--reboot", metavar="NODE", help="lab reboot NODE")
+    modes.add_argument("--stop-start", action="store_true", help="lab stop, then lab start")
+    modes.add_argument("--save-start", action="store_true", help="lab stop --save, then lab start")
     parser.add_argument("--timeout", type=int, default=3600)
     parser.add_argument("--no-verify", action="store_true", help="skip lab verify afterwards")
     parser.add_argument("--section", default=None, help="docs/benchmarks.md section")
@@ -186,21 +186,25 @@ def main() -> None:
     steps: list[tuple[str, float, int]] = []
     on_disk = 0
     if args.cut:
+        kind = "cut"
         what = "every domain destroyed and the lab's networks stopped at once, then `lab up`"
         cut(f"{name}-")
         steps.append(("`lab up --wait`", *timed(["up", *wait], args.topology)))
     elif args.reboot:
+        kind = f"reboot-{args.reboot}"
         what = f"`lab reboot {args.reboot}`, then `lab up --wait`"
         steps.append(
             (f"`lab reboot {args.reboot}`", *timed(["reboot", args.reboot], args.topology))
         )
         steps.append(("`lab up --wait`", *timed(["up", *wait], args.topology)))
     elif args.save_start:
+        kind = "save-start"
         what = "`lab stop --save` (memory kept), then `lab start --wait` (resumed, no boot)"
         steps.append(("`lab stop --save`", *timed(["stop", "--save"], args.topology)))
         on_disk = sum(f.stat().st_size for f in SAVE_DIR.glob(f"{name}-*.save"))
         steps.append(("`lab start --wait`", *timed(["start", *wait], args.topology)))
     else:
+        kind = "stop-start"
         what = "`lab stop` (ACPI, the controller last), then `lab start --wait`"
         steps.append(("`lab stop`", *timed(["stop"], args.topology)))
         steps.append(("`lab start --wait`", *timed(["start", *wait], args.topology)))
@@ -223,6 +227,9 @@ def main() -> None:
     if by_clock:
         total = max(total, *(watch.ready[n] for n in by_clock))
 
+    saved_line = [f"Saved memory on the host's disk: {on_disk / (1 << 30):.1f} GiB.", ""]
+    if not on_disk:
+        saved_line = []
     lines = [
         f"## Back from a restart: {what} (bench/bench_power.py)",
         "",
@@ -238,7 +245,7 @@ def main() -> None:
         *(f"| {step} | {seconds:.0f} | {rc} |" for step, seconds, rc in steps),
         f"| from the first command to the last node ready | {total:.0f} | |",
         "",
-        *([f"Saved memory on the host's disk: {on_disk / (1 << 30):.1f} GiB.", ""] * bool(on_disk)),
+        *saved_line,
         "| node | ready (s) | first-boot phase ran again |",
         "|---|---:|---|",
     ]
@@ -258,16 +265,7 @@ def main() -> None:
             late = " (late)" if status == "late" else ""
             lines.append(f"| {node} | {shown} | {seconds}{late} |")
     print("\n".join(lines))
-    kind_name = (
-        "cut"
-        if args.cut
-        else f"reboot-{args.reboot}"
-        if args.reboot
-        else "save-start"
-        if args.save_start
-        else "stop-start"
-    )
-    write_section(args.section or f"power-{kind_name}", "\n".join(lines))
+    write_section(args.section or f"power-{kind}", "\n".join(lines))
     failed = [step for step, _, rc in steps if rc]
     if failed or any(n not in watch.ready for n in restarted) or watch.first_boot_again:
         raise SystemExit(f"not back cleanly: {', '.join(failed) or 'see the tables above'}")
