@@ -451,6 +451,56 @@ def test_the_sweep_of_an_earlier_runs_server_stops_at_novas_error_too() -> None:
     assert cloud.deletes == 1 and time.monotonic() - started < 10
 
 
+class TwinServerCloud:
+    """A stand-in for openstacksdk (no cloud in unit tests) where nova holds a second server of
+    verify's name that no check created: a create request that reached nova twice."""
+
+    def __init__(self) -> None:
+        self.servers_left = [SimpleNamespace(id="s2", name="stackseed-verify-server")]
+        self.compute = self.network = self.block_storage = self
+        self.closed = False
+
+    def ips(self) -> list[object]:
+        return []
+
+    def volumes(self) -> list[object]:
+        return []
+
+    def servers(self) -> list[SimpleNamespace]:
+        return list(self.servers_left)
+
+    def delete_server(self, server: SimpleNamespace, ignore_missing: bool) -> None:
+        self.servers_left = [s for s in self.servers_left if s.id != server.id]
+
+    def find_server(self, server_id: str, ignore_missing: bool) -> object:
+        return next((s for s in self.servers_left if s.id == server_id), None)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_verify_deletes_what_its_checks_left_and_says_so(plan, monkeypatch) -> None:
+    cloud = TwinServerCloud()
+    sweeps = []
+    monkeypatch.setattr(verify, "connect", lambda clouds_yaml, name: (cloud, "pw"))
+
+    def boots_twice(c: Context) -> str:
+        sweeps.append(list(cloud.servers_left))  # the sweep before the checks ran already
+        cloud.servers_left.append(SimpleNamespace(id="s3", name="stackseed-verify-server"))
+        return "ACTIVE"
+
+    monkeypatch.setattr(verify, "checks", lambda deep: [("server", boots_twice)])
+    rows = verify.verify(plan, Path("clouds.yaml"))
+    assert sweeps == [[]]
+    assert [(r.name, r.ok) for r in rows] == [("server", True), ("leftovers", True)]
+    assert rows[1].detail.startswith("deleted server stackseed-verify-server")
+    assert cloud.servers_left == [] and cloud.closed
+
+    # Nothing left: no extra row.
+    monkeypatch.setattr(verify, "checks", lambda deep: [("token", lambda c: "issued")])
+    assert [r.name for r in verify.verify(plan, Path("clouds.yaml"))] == ["token"]
+
+
 def test_compute_host_is_novas_name_for_the_node() -> None:
     services = [
         {"binary": "nova-scheduler", "host": "controller"},
