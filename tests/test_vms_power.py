@@ -506,6 +506,9 @@ def test_a_saved_lab_is_not_booted_by_up_nor_rebooted_and_down_discards_it(lab_c
     with pytest.raises(StackseedError) as error:
         run("reboot", "block1")
     assert "(saved)" in str(error.value) and "'lab start block1'" in (error.value.fix or "")
+    with pytest.raises(StackseedError) as error:
+        run("snapshot")
+    assert "block1 is saved" in str(error.value) and "'lab start'" in (error.value.fix or "")
     code, output = run("stop", "--save")
     assert code == 0 and "block1: already saved" in output, output
     assert saved(conn) == {"controller": True, "block1": True}

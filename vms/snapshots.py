@@ -56,9 +56,13 @@ def lab_domains(conn: libvirt.virConnect, plan: Plan) -> dict[str, libvirt.virDo
         if state not in ("running", "paused"):
             problems.append(f"{name} is {state}")
     if problems:
+        # A saved node resumes only with its peers (`lab start`); `lab up` would refuse it.
+        saved = any(p.endswith(" is saved") for p in problems)
         raise StackseedError(
             f"cannot snapshot lab {plan.lab}: {'; '.join(problems)}",
-            fix="'lab up' makes the lab match its topology and starts every node",
+            fix="'lab start' resumes the saved nodes, then snapshot again"
+            if saved
+            else "'lab up' makes the lab match its topology and starts every node",
         )
     return {name: owned[name] for name in _names(plan)}
 
