@@ -258,12 +258,14 @@ def main() -> None:
         if node in by_clock:
             shown += " (the node's services.log clock: the console watch missed the marker)"
         lines.append(f"| {node} | {shown} | {again} |")
-    lines += ["", "| node | walk: phase | took (s) |", "|---|---|---:|"]
-    for node in restarted:
-        for phase, status, seconds in walk_rows(logs[node]):
-            shown = "the whole walk" if phase == "all" else phase
-            late = " (late)" if status == "late" else ""
-            lines.append(f"| {node} | {shown} | {seconds}{late} |")
+    walks = [
+        f"| {node} | {'the whole walk' if phase == 'all' else phase} | {seconds}"
+        f"{' (late)' if status == 'late' else ''} |"
+        for node in restarted
+        for phase, status, seconds in walk_rows(logs[node])
+    ]
+    if walks:  # a resumed lab walks nothing: no empty table
+        lines += ["", "| node | walk: phase | took (s) |", "|---|---|---:|", *walks]
     print("\n".join(lines))
     write_section(args.section or f"power-{kind}", "\n".join(lines))
     failed = [step for step, _, rc in steps if rc]
