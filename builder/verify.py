@@ -2,7 +2,9 @@
 
 Each check is a small function that returns a detail string or raises CheckFailed. Checks that
 create things (a server, a volume, a floating IP) name them `stackseed-verify-*` and register
-them for cleanup, which runs even when a check fails. The judging logic (what counts as up,
+them for cleanup, which runs even when a check fails; anything of that prefix still there after
+the cleanups (a server nova created twice, a delete that gave up) is then deleted too, and a
+`leftovers` row says what. The judging logic (what counts as up,
 which agents each node must have) is pure and takes plain data, so it is tested without a cloud.
 """
 
