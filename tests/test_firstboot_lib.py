@@ -501,7 +501,7 @@ def test_uwsgi_app_one_process_where_threads_serve_and_every_response_closes(
         result = bash(scratch, f'uwsgi_app "{threaded}" "{single}" "{unsaid}" "{scratch}/no.ini"')
         assert result.returncode == 0, result.stderr
 
-    close = "add-header = Connection: close\n"
+    close = "add-header = Connection: close\nworker-reload-mercy = 10\n"
     assert threaded.read_text() == f"[uwsgi]\nprocesses = 1\nthreads = 32\nlisten = 100\n{close}"
     fifo = "/var/lib/nova/uwsgi-nova-api.fifo"
     assert single.read_text() == (

@@ -94,15 +94,15 @@ App = tuple[Path, subprocess.Popen[bytes]]
 
 
 @pytest.fixture
-def start_app(tmp_path: Path) -> Iterator[Callable[[], App]]:
+def start_app(tmp_path: Path) -> Iterator[Callable[..., App]]:
     """Starts an app configured as uwsgi_app leaves nova-api: (scratch root, master)."""
     started: list[subprocess.Popen[bytes]] = []
     logs: list[IO[bytes]] = []
 
-    def start() -> App:
+    def start(prelude: str = "") -> App:
         port = free_port()
         (tmp_path / "app.py").write_text(
-            "def application(environ, start_response):\n"
+            f"{prelude}def application(environ, start_response):\n"
             "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
             "    return [b'ok']\n"
         )
@@ -112,7 +112,7 @@ def start_app(tmp_path: Path) -> Iterator[Callable[[], App]]:
         ini.write_text(
             "[uwsgi]\nmaster = true\nlazy-apps = true\nplugins = python3\nprocesses = 16\n"
             f"threads = 1\nhttp-socket = 127.0.0.1:{port}\nwsgi-file = {tmp_path}/app.py\n"
-            f"name = app\nuid = {user}\n"
+            f"name = app\nuid = {user}\ndie-on-term = true\n"
         )
         configured = subprocess.run(
             ["bash", "-c", f'. "{LIB}"\nuwsgi_app "{ini}"'],
@@ -184,6 +184,22 @@ def test_an_app_started_after_the_node_is_ready_asks_for_its_second_worker_itsel
     root, proc = start_app()
 
     assert wait_for(lambda: workers_of(proc.pid) == 2), (root / "uwsgi.log").read_text()
+
+
+def test_an_app_whose_own_thread_keeps_its_worker_alive_stops_within_the_mercy(
+    start_app: Callable[..., App],
+) -> None:
+    """A service's non-daemon thread (as oslo.messaging's are) keeps a worker from exiting when
+    the master is told to stop; uwsgi's default waits 60 s before killing it (neutron-api's
+    second worker at every `lab stop` of the controller). uwsgi_app's mercy bounds it."""
+    root, proc = start_app(
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(600,)).start()\n"
+    )
+    started = time.monotonic()
+    proc.terminate()  # SIGTERM to the master, die-on-term as Debian's .ini files say
+    proc.wait(timeout=45)
+    assert time.monotonic() - started < 30, (root / "uwsgi.log").read_text()
+    assert "NO MERCY" in (root / "uwsgi.log").read_text()
 
 
 def test_a_stopped_app_or_an_app_of_one_worker_is_left_alone(tmp_path: Path) -> None:

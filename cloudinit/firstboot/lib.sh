@@ -490,6 +490,9 @@ need_secrets() {
 #   http-socket closes the connection after each response but answers HTTP/1.1 without saying
 #   so, and a client that reuses the connection (openstacksdk after a 204) meets a closed socket:
 #   `lab verify` lost its server cleanup to nova-api's "Connection reset by peer".
+# - Ten seconds, not uwsgi's sixty, for a worker to finish when the app stops: a worker the
+#   service's own threads keep alive waited out the whole minute before uwsgi killed it
+#   (neutron-api's second worker, "NO MERCY", in every `lab stop` of the controller).
 uwsgi_app() {
     local file threads n user name
     for file in "$@"; do
@@ -499,6 +502,7 @@ uwsgi_app() {
         [ "${threads:-1}" -le 1 ] || n=1
         sed -i -E "s/^processes[[:space:]]*=.*/processes = $n/" "$file"
         line_once "$file" "add-header = Connection: close"
+        line_once "$file" "worker-reload-mercy = 10"
         user=$(uwsgi_value "$file" uid)
         name=$(uwsgi_value "$file" name)
         if [ "$n" = 2 ] && [ -n "$user" ] && [ -n "$name" ]; then
