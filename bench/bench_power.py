@@ -227,9 +227,8 @@ def main() -> None:
     if by_clock:
         total = max(total, *(watch.ready[n] for n in by_clock))
 
-    saved_line = [f"Saved memory on the host's disk: {on_disk / (1 << 30):.1f} GiB.", ""]
-    if not on_disk:
-        saved_line = []
+    saved_gib = on_disk / (1 << 30)
+    saved_line = [f"Saved memory on the host's disk: {saved_gib:.1f} GiB.", ""] if on_disk else []
     lines = [
         f"## Back from a restart: {what} (bench/bench_power.py)",
         "",

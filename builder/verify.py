@@ -657,21 +657,20 @@ def _own(conn: Any) -> Iterable[tuple[str, str, Any]]:
             yield "volume", v.name, v
 
 
-def leftovers(conn: Any) -> list[str]:
-    """Anything verify made that is still there (a leak check for tests and for the next run)."""
-    return [f"{kind} {label}" for kind, label, _ in _own(conn)]
-
-
-def sweep(conn: Any, progress: Progress = quiet) -> None:
-    """Removes what an interrupted earlier verify left behind, so every run starts clean."""
+def sweep(conn: Any, progress: Progress = quiet) -> list[str]:
+    """Removes anything verify made that is still there (an interrupted earlier run's, or what
+    this run's cleanups left), so every run starts and ends clean; what it deleted."""
+    deleted = []
     for kind, label, thing in list(_own(conn)):
-        progress(f"leftovers: deleting {kind} {label} (an earlier verify's)")
+        progress(f"leftovers: deleting {kind} {label}")
         if kind == "floating ip":
             conn.network.delete_ip(thing, ignore_missing=True)
         elif kind == "server":
             _delete_server(conn, thing, 600)
         else:
             conn.block_storage.delete_volume(thing, ignore_missing=True, force=True)
+        deleted.append(f"{kind} {label}")
+    return deleted
 
 
 def sweep_after(conn: Any, progress: Progress = quiet) -> list[Row]:
@@ -680,15 +679,16 @@ def sweep_after(conn: Any, progress: Progress = quiet) -> list[Row]:
     request (seen after a power cut: two POSTs, two nested guests starving a compute), or what
     a cleanup gave up on."""
     try:
-        left = leftovers(conn)
-        if not left:
-            return []
-        sweep(conn, progress)
+        deleted = sweep(conn, progress)
     except Exception as exc:  # reported like any check: verify itself must end
         return [
             Row("leftovers", False, f"could not delete what is left ({type(exc).__name__}: {exc})")
         ]
-    return [Row("leftovers", True, f"deleted {', '.join(left)}, left after the checks' cleanups")]
+    if not deleted:
+        return []
+    return [
+        Row("leftovers", True, f"deleted {', '.join(deleted)}, left after the checks' cleanups")
+    ]
 
 
 def connect(clouds_yaml: Path, cloud: str) -> tuple[Any, str]:

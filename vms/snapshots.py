@@ -51,13 +51,11 @@ def lab_domains(conn: libvirt.virConnect, plan: Plan) -> dict[str, libvirt.virDo
     """Every node's domain, all running; StackseedError naming each one that is not."""
     owned = domains.owned(conn, plan.lab)
     problems = [f"{name} is not in the topology" for name in sorted(set(owned) - set(_names(plan)))]
-    for name in _names(plan):
-        state = domains.state_of(owned.get(name))
-        if state not in ("running", "paused"):
-            problems.append(f"{name} is {state}")
+    states = {name: domains.state_of(owned.get(name)) for name in _names(plan)}
+    problems += [f"{n} is {s}" for n, s in states.items() if s not in ("running", "paused")]
     if problems:
         # A saved node resumes only with its peers (`lab start`); `lab up` would refuse it.
-        saved = any(p.endswith(" is saved") for p in problems)
+        saved = "saved" in states.values()
         raise StackseedError(
             f"cannot snapshot lab {plan.lab}: {'; '.join(problems)}",
             fix="'lab start' resumes the saved nodes, then snapshot again"
